@@ -1,0 +1,38 @@
+"""faster-whisper (CTranslate2) adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from faster_whisper import WhisperModel
+
+
+class FasterWhisperBackend:
+    def __init__(self) -> None:
+        self.model: WhisperModel | None = None
+
+    def load(self, model_path: str, quantization: str, threads: int) -> None:
+        # num_workers=1: one transcription at a time, as the harness measures single requests.
+        self.model = WhisperModel(model_path, device="cpu", compute_type=quantization,
+                                  cpu_threads=threads, num_workers=1)
+
+    def transcribe(self, audio: np.ndarray, language: str, beam_size: int, decoding: dict[str, Any]) -> str:
+        assert self.model is not None
+        segments, _info = self.model.transcribe(
+            audio, language=language, beam_size=beam_size, best_of=decoding["best_of"],
+            temperature=decoding["temperature"],
+            condition_on_previous_text=decoding["condition_on_previous_text"],
+            without_timestamps=decoding["without_timestamps"], vad_filter=False,
+        )
+        # `segments` is a lazy generator: the work happens while it is consumed.
+        return "".join(segment.text for segment in segments).strip()
+
+    def supports_language(self, language: str) -> bool:
+        assert self.model is not None
+        return self.model.model.is_multilingual or language == "en"
+
+    def describe(self) -> dict[str, Any]:
+        assert self.model is not None
+        return {"compute_type": self.model.model.compute_type,
+                "multilingual": self.model.model.is_multilingual}

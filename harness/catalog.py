@@ -1,0 +1,39 @@
+"""Names the harness knows without importing any backend: backends, models, quantizations, languages.
+
+Kept import-light on purpose: scenario validation and the CLI's start-up read it, the worker child
+does not need pandas or a second backend to use it.
+"""
+
+from __future__ import annotations
+
+# Backend name -> quantizations it accepts (validated before anything runs; whether the CPU
+# supports one is found out by the backend at load time and recorded as an `error` row).
+BACKENDS: dict[str, tuple[str, ...]] = {
+    "faster-whisper": (
+        "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+        "float16", "bfloat16", "float32", "default",
+    ),
+}
+
+# Whisper model names faster-whisper can download from the hub (faster_whisper.utils._MODELS).
+WHISPER_MODELS: tuple[str, ...] = (
+    "tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
+    "large-v1", "large-v2", "large-v3", "large", "distil-large-v2", "distil-medium.en",
+    "distil-small.en", "distil-large-v3", "distil-large-v3.5", "large-v3-turbo", "turbo",
+)
+
+
+def is_english_only(model: str) -> bool:
+    """English-only checkpoints (`*.en`) cannot transcribe other languages."""
+    return model.rstrip("/").endswith(".en")
+
+
+# The languages Whisper transcribes (faster_whisper.tokenizer._LANGUAGE_CODES).
+LANGUAGES: frozenset[str] = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he "
+    "hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl "
+    "nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz "
+    "vi yi yo zh yue".split()
+)
+
+CHUNKING_MODES: tuple[str, ...] = ("whole",)

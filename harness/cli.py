@@ -1,0 +1,126 @@
+"""Command line: `harness run`, `harness models list`, `harness datasets build-default`.
+
+Exit status: 0 success, 2 bad input (a clear message, no traceback), 130 / 143 interrupted by
+SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import warnings
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from harness.errors import UserError
+
+
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that every child is killed and reaped on the way out."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="measure every configuration of a scenario")
+    run.add_argument("scenario", type=Path, help="scenario YAML (e.g. scenarios/default.yaml)")
+    run.add_argument("--dataset", action="append", default=[], metavar="MANIFEST",
+                     help="use this manifest (.jsonl) instead of the scenario's datasets; repeatable")
+    run.add_argument("--out", type=Path, help="run directory (default: reports/<scenario>-<timestamp>)")
+    run.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run directory")
+    run.add_argument("--quick", action="store_true", help="short version: 1 repetition, 2 samples per language")
+    run.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+
+    models = sub.add_parser("models", help="Whisper models available locally")
+    models.add_subparsers(dest="action", required=True).add_parser("list", help="list local models")
+
+    datasets = sub.add_parser("datasets", help="speech data")
+    datasets.add_subparsers(dest="action", required=True).add_parser(
+        "build-default", help="synthesize the bundled default sample set (cached)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # A CI log is not a terminal: give lines room instead of rich's 80-column default.
+    width = None if sys.stderr.isatty() else 200
+    console = Console(stderr=True, highlight=False, width=width)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda msg, *a, **k: console.print(f"[yellow]warning:[/] {msg}")
+            if args.command == "run":
+                return cmd_run(args, console)
+            if args.command == "models":
+                return cmd_models(console)
+            return cmd_datasets(console)
+    except UserError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return exc.exit_code
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from harness import datasets, sweep
+    from harness.console import SweepDisplay, results_table
+    from harness.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    if args.quick:
+        scenario = scenario.quick()
+    specs = scenario.expand()
+    if args.dry_run:
+        for spec in specs:
+            print(spec.run_id)
+        console.print(f"{len(specs)} configurations in {args.scenario}")
+        return 0
+    if args.resume and args.out:
+        raise UserError("--resume DIR already names the run directory; drop --out")
+    names = tuple(args.dataset) or scenario.datasets
+    samples = datasets.select(datasets.load_datasets(names, scenario.path.parent),
+                              scenario.languages, scenario.max_samples_per_language)
+    if not samples:
+        raise UserError(f"{args.scenario}: no samples left after the languages filter {list(scenario.languages or [])}")
+    run_dir = args.resume or args.out or sweep.default_run_dir(scenario)
+    console.print(f"{scenario.name}: {len(specs)} configurations x {len(samples)} samples -> {run_dir}")
+    try:
+        with SweepDisplay(console) as display:
+            rows = sweep.run_scenario(scenario, samples, run_dir, resume=bool(args.resume), on_progress=display)
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = 143 if isinstance(exc, Terminated) else 130
+        console.print(f"[yellow]interrupted[/]: finished configurations are saved in {run_dir}/results.jsonl; "
+                      f"run `harness run {args.scenario} --resume {run_dir}` to measure the rest")
+        return code
+    Console(width=None if sys.stdout.isatty() else 200).print(results_table(rows, f"{scenario.name}: {run_dir}"))
+    console.print(f"results: {run_dir}/results.jsonl, {run_dir}/summary.csv")
+    return 0
+
+
+def cmd_models(console: Console) -> int:
+    from harness import models
+
+    found = models.list_local()
+    for m in found:
+        print(f"{m.name:10} {m.path}  ({m.source})")
+    if not found:
+        console.print("no Whisper model is available locally")
+    return 0
+
+
+def cmd_datasets(console: Console) -> int:
+    from harness import datasets
+
+    print(datasets.build_default(force=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

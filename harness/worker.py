@@ -1,0 +1,119 @@
+"""The measured child: `python -m harness.worker JOB.json RESULT.json`.
+
+Runs in a fresh process per configuration. Order matters: CPU affinity first, then (with the thread
+environment the parent exported) the numeric libraries, then audio decoding outside any timed region,
+then the timed model load, a cold transcription, warm-up, and `repeats` timed transcriptions of every
+sample. Results go to RESULT.json (written whole, then renamed), never to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+MIB = 1 << 20
+
+
+def _status_mib(field: str) -> float:
+    """VmHWM / VmRSS of this process from /proc (kB) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / MIB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _write_result(path: str, result: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+    os.replace(tmp, path)
+
+
+def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
+    import threadpoolctl
+    from faster_whisper.audio import decode_audio
+
+    from harness import backends
+
+    spec = job["spec"]
+    backend = backends.get(spec["backend"])
+    phases["imported"] = time.monotonic()
+
+    audio = {s["id"]: decode_audio(s["audio"], sampling_rate=16000) for s in job["samples"]}
+    phases["audio_decoded"] = time.monotonic()
+
+    start = time.perf_counter()
+    backend.load(job["model_path"], spec["quantization"], spec["threads"])
+    load_s = time.perf_counter() - start
+    phases["loaded"] = time.monotonic()
+    rss_after_load = _status_mib("VmRSS")
+
+    def transcribe(sample: dict[str, Any]) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        text = backend.transcribe(audio[sample["id"]], sample["lang"], spec["beam_size"], spec["decoding"])
+        return text, time.perf_counter() - t0
+
+    runnable = [s for s in job["samples"] if backend.supports_language(s["lang"])]
+    results: list[dict[str, Any]] = [
+        {"id": s["id"], "lang": s["lang"], "audio_s": len(audio[s["id"]]) / 16000,
+         "skipped": f"model {spec['model']} is English-only; cannot transcribe {s['lang']}"}
+        for s in job["samples"] if s not in runnable
+    ]
+    first_latency = None
+    if runnable:
+        # Cold: the first transcription after load. Then the rest of the warm-up, untimed.
+        _, first_latency = transcribe(runnable[0])
+        for _ in range(spec["warmup"] - 1):
+            transcribe(runnable[0])
+        phases["measure_start"] = time.monotonic()
+        for sample in runnable:
+            latencies, text = [], ""
+            for _ in range(spec["repeats"]):
+                text, seconds = transcribe(sample)
+                latencies.append(seconds)
+            results.append({"id": sample["id"], "lang": sample["lang"],
+                            "audio_s": len(audio[sample["id"]]) / 16000,
+                            "latency_s": latencies, "hypothesis": text})
+    phases["done"] = time.monotonic()
+
+    pools = threadpoolctl.threadpool_info()
+    return {
+        "ok": True,
+        "load_s": load_s,
+        "rss_after_load_mb": rss_after_load,
+        "vmhwm_mb": _status_mib("VmHWM"),
+        "first_latency_s": first_latency,
+        "samples": results,
+        "effective": {
+            "cpus": sorted(os.sched_getaffinity(0)),
+            "threads": {p["internal_api"]: p["num_threads"] for p in pools},
+            **backend.describe(),
+        },
+    }
+
+
+def main(argv: list[str]) -> int:
+    job_path, result_path = argv
+    with open(job_path, encoding="utf-8") as f:
+        job = json.load(f)
+    phases = {"start": time.monotonic()}
+    if job["cpus"] is not None:
+        os.sched_setaffinity(0, job["cpus"])
+    try:
+        result = measure(job, phases)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an `error` row
+        _write_result(result_path, {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                    "traceback": traceback.format_exc(), "phases": phases})
+        return 1
+    result["phases"] = phases
+    _write_result(result_path, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

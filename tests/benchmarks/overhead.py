@@ -1,0 +1,133 @@
+"""How much the harness itself distorts what it measures. Prints figures; asserts nothing.
+
+1. Warm latency measured by `harness run` / the same transcribe call timed by a bare script
+   (target <= 1.03), and the harness's peak RSS beside the max RSS `/usr/bin/time -v` reports for
+   that bare script (target: within 5 %).
+2. The RSS sampler's CPU cost while it watches a child (target <= 1 % of one core).
+
+Usage: python tests/benchmarks/overhead.py [--audio FILE] [--model base] [--quantization int8]
+       [--threads 2] [--repeats 5] [--rounds 3]      (or: nox -s overhead -- ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from harness import models
+from harness.runner import Watchdog, child_environment
+
+REPO = Path(__file__).resolve().parents[2]
+REAL_JFK = REPO.parent / "shared" / "datasets" / "real-dev" / "audio" / "en" / "en_jfk.flac"
+
+BARE_SCRIPT = """
+import json, sys, time
+from faster_whisper import WhisperModel
+from faster_whisper.audio import decode_audio
+model_path, audio_path, quantization, threads, repeats = sys.argv[1:6]
+audio = decode_audio(audio_path, sampling_rate=16000)
+model = WhisperModel(model_path, device="cpu", compute_type=quantization, cpu_threads=int(threads), num_workers=1)
+def once():
+    start = time.perf_counter()
+    segments, _ = model.transcribe(audio, language="en", beam_size=5, best_of=5,
+                                   temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                                   condition_on_previous_text=True, without_timestamps=False, vad_filter=False)
+    "".join(s.text for s in segments)
+    return time.perf_counter() - start
+once()
+print(json.dumps([once() for _ in range(int(repeats))]))
+"""
+
+
+def bare(model_path: Path, audio: Path, args: argparse.Namespace) -> tuple[list[float], float]:
+    """Latencies of the bare script, and its max RSS (MiB) from GNU time."""
+    env = child_environment(args.threads)  # the thread settings a harness child gets
+    out = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", BARE_SCRIPT, str(model_path), str(audio),
+                          args.quantization, str(args.threads), str(args.repeats)],
+                         capture_output=True, text=True, check=True, env=env)
+    kbytes = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1))
+    return json.loads(out.stdout.strip().splitlines()[-1]), kbytes / 1024
+
+
+def harness(audio: Path, args: argparse.Namespace, tmp: Path) -> dict:
+    shutil.copyfile(audio, tmp / audio.name)
+    (tmp / "manifest.jsonl").write_text(json.dumps({"id": "clip", "lang": "en", "audio": audio.name, "text": "-"}) + "\n")
+    (tmp / "s.yaml").write_text(f"""
+name: overhead
+repeats: {args.repeats}
+warmup: 1
+matrix: {{model: [{args.model}], quantization: [{args.quantization}], threads: [{args.threads}]}}
+""")
+    subprocess.run([sys.executable, "-m", "harness", "run", str(tmp / "s.yaml"), "--dataset",
+                    str(tmp / "manifest.jsonl"), "--out", str(tmp / "run")], check=True, capture_output=True)
+    return json.loads((tmp / "run" / "results.jsonl").read_text().splitlines()[0])
+
+
+def sampler_cpu_cost(seconds: float) -> float:
+    """CPU seconds the watchdog thread uses per wall second while watching a live child."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(200 << 20); time.sleep(60)"],
+                             start_new_session=True)
+    try:
+        time.sleep(0.5)
+        watchdog = Watchdog(child.pid, cap_mb=None, timeout_s=seconds * 10)
+        watchdog.start()
+        time.sleep(seconds)
+        thread = next(t for t in psutil.Process().threads() if t.id == watchdog.native_id)
+        cpu = thread.user_time + thread.system_time
+        watchdog.stop.set()
+        watchdog.join()
+        return cpu / seconds
+    finally:
+        child.kill()
+        child.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--audio", type=Path, default=REAL_JFK if REAL_JFK.is_file() else None)
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--quantization", default="int8")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="warm timings per process")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/harness process pairs")
+    args = parser.parse_args()
+    if args.audio is None:
+        from harness.datasets import build_default, load_manifest
+
+        args.audio = Path(load_manifest(build_default())[0].audio)
+    model_path = models.resolve(args.model).path
+    print(f"machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+          f"{args.model} {args.quantization}, {args.threads} threads, {args.audio.name}, {args.rounds} x {args.repeats} warm timings per side")
+
+    # Alternate bare and harness runs: on a shared machine neither side gets all the quiet minutes.
+    bare_latencies, harness_latencies, bare_rss, peaks = [], [], 0.0, []
+    for _ in range(args.rounds):
+        latencies, rss = bare(model_path, args.audio, args)
+        bare_latencies += latencies
+        bare_rss = max(bare_rss, rss)
+        with tempfile.TemporaryDirectory() as tmp:
+            row = harness(args.audio, args, Path(tmp))
+        harness_latencies += row["samples"][0]["latency_s"]
+        peaks.append(row["metrics"]["peak_rss_mb"])
+    h, b = statistics.median(harness_latencies), statistics.median(bare_latencies)
+    print(f"warm latency median over {len(harness_latencies)} timings each: harness {h:.3f} s, "
+          f"bare script {b:.3f} s, ratio {h / b:.3f} (target <= 1.03)")
+    peak = max(peaks)
+    print(f"peak RSS: harness {peak:.1f} MiB, /usr/bin/time -v max RSS {bare_rss:.1f} MiB, "
+          f"difference {100 * (peak - bare_rss) / bare_rss:+.1f} % (target within 5 %)")
+    cost = sampler_cpu_cost(10.0)
+    print(f"RSS sampler CPU cost: {100 * cost:.2f} % of one core (target <= 1 %)")
+
+
+if __name__ == "__main__":
+    main()

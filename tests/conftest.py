@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DEV = REPO.parent / "shared" / "datasets" / "real-dev"
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, as a user runs it (offline: no model hub, even where reachable)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=timeout, check=False, env=env)
+
+
+def worker_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "harness.worker" in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def real_dev() -> Path:
+    if not (REAL_DEV / "manifest.jsonl").is_file():
+        pytest.skip(f"real speech not available ({REAL_DEV} is absent: a user's clone without ../shared)")
+    return REAL_DEV
+
+
+@pytest.fixture
+def small_manifest(tmp_path: Path, real_dev: Path) -> Path:
+    """Two English clips and one Portuguese clip from real-dev, copied into a manifest of the test's own."""
+    entries = {json.loads(line)["id"]: json.loads(line) for line in (real_dev / "manifest.jsonl").read_text().splitlines()}
+    folder = tmp_path / "data"
+    (folder / "audio").mkdir(parents=True)
+    lines = []
+    for sample_id in ("en_jfk", "en_picovoice_leopard_test", "pt_ttsportuguese_gt_01"):
+        entry = entries[sample_id]
+        target = folder / "audio" / Path(entry["audio"]).name
+        shutil.copyfile(real_dev / entry["audio"], target)
+        lines.append(json.dumps({"id": sample_id, "lang": entry["lang"], "audio": f"audio/{target.name}",
+                                 "text": entry["text"]}))
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def write_scenario(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]

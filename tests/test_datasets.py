@@ -1,0 +1,81 @@
+"""Manifest parsing and validation: every error names the manifest line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import datasets
+from harness.errors import UserError
+
+
+def _manifest(folder: Path, entries: list[dict | str]) -> Path:
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    (folder / "audio" / "a.wav").write_bytes(b"RIFF....WAVEfmt ")
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(e if isinstance(e, str) else json.dumps(e) for e in entries) + "\n")
+    return path
+
+
+GOOD = {"id": "a", "lang": "en", "audio": "audio/a.wav", "text": "hello"}
+
+
+def test_a_good_manifest(tmp_path: Path) -> None:
+    samples = datasets.load_manifest(_manifest(tmp_path / "mine", [GOOD, {**GOOD, "id": "b", "lang": "pt"}]))
+    assert [(s.id, s.lang, s.dataset) for s in samples] == [("a", "en", "mine"), ("b", "pt", "mine")]
+    assert Path(samples[0].audio).is_absolute() and not samples[0].synthetic
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ([GOOD, {**GOOD}], [":2:", "duplicate id 'a'", "line 1"]),
+        ([{**GOOD, "text": ""}], [":1:", "field 'text'"]),
+        ([{**GOOD, "lang": "portuguese"}], [":1:", "field 'lang'", "'portuguese'"]),
+        ([{**GOOD, "audio": "../outside.wav"}], [":1:", "field 'audio'", "escapes"]),
+        ([{**GOOD, "audio": "audio/missing.wav"}], [":1:", "file not found"]),
+        ([GOOD, "{not json"], [":2:", "not a JSON object"]),
+        ([GOOD, "[1, 2]"], [":2:", "expected a JSON object"]),
+        ([{k: v for k, v in GOOD.items() if k != "id"}], [":1:", "field 'id'"]),
+    ],
+)
+def test_bad_manifests(tmp_path: Path, entries: list, expected: list[str]) -> None:
+    path = _manifest(tmp_path, entries)
+    with pytest.raises(UserError) as info:
+        datasets.load_manifest(path)
+    assert str(path) in str(info.value)
+    for fragment in expected:
+        assert fragment in str(info.value)
+
+
+def test_empty_audio_and_non_utf8(tmp_path: Path) -> None:
+    path = _manifest(tmp_path, [GOOD])
+    (tmp_path / "audio" / "a.wav").write_bytes(b"")
+    with pytest.raises(UserError, match="file is empty"):
+        datasets.load_manifest(path)
+    path.write_bytes(b'{"id": "\xff"}\n')
+    with pytest.raises(UserError, match=":1: not UTF-8"):
+        datasets.load_manifest(path)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="manifest not found"):
+        datasets.load_datasets([str(tmp_path / "nope.jsonl")])
+
+
+def test_select_filters_languages_and_caps_per_language(tmp_path: Path) -> None:
+    entries = [{**GOOD, "id": f"{lang}{i}", "lang": lang} for lang in ("en", "pt", "es") for i in range(3)]
+    samples = datasets.load_manifest(_manifest(tmp_path, entries))
+    kept = datasets.select(samples, ("en", "pt"), 2)
+    assert [s.id for s in kept] == ["en0", "en1", "pt0", "pt1"]
+
+
+def test_default_set_is_synthetic_english_and_portuguese() -> None:
+    samples = datasets.load_datasets(["default"])
+    assert {s.lang for s in samples} == {"en", "pt"}
+    assert all(s.synthetic and s.dataset == "default" for s in samples)
+    manifest = datasets.build_default()
+    generators = {json.loads(line)["generator"].split()[0] for line in manifest.read_text().splitlines()}
+    assert generators == {"piper-tts", "eSpeak"}

@@ -1,0 +1,72 @@
+"""The CLI on real speech (../shared/datasets/real-dev), real models, real subprocesses."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from conftest import read_rows, run_cli, worker_processes, write_scenario
+
+pytestmark = pytest.mark.slow
+
+
+def test_real_speech_rows_follow_the_results_contract(tmp_path: Path, small_manifest: Path) -> None:
+    scenario = write_scenario(tmp_path / "real.yaml", """
+name: real
+repeats: 2
+matrix: {model: [tiny.en, base], quantization: [int8], threads: [2], cpu_pinning: [auto]}
+""")
+    run_dir = tmp_path / "run"
+    result = run_cli("run", str(scenario), "--dataset", str(small_manifest), "--out", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    tiny, base = read_rows(run_dir)
+
+    for row in (tiny, base):
+        assert row["schema_version"] == 1 and row["status"] == "ok", row["reason"]
+        m = row["metrics"]
+        assert 150 < m["peak_rss_mb"] < 1000
+        assert m["rss_after_load_mb"] <= m["peak_rss_mb"]
+        assert abs(m["peak_rss_mb"] - m["vmhwm_mb"]) / m["peak_rss_mb"] < 0.05
+        assert 0 < m["load_s"] < 30 and m["first_latency_s"] > 0
+        assert 0 < m["latency_p50_s"] <= m["latency_p95_s"]
+        assert 0 < m["rtf"] < 2
+        assert row["environment"]["cpu"] and row["environment"]["packages"]["faster-whisper"]
+        assert row["config"]["cpu_pinning"] == {"requested": "auto", "effective": [0, 1]}
+        assert all(len(s["latency_s"]) == 2 and s["hypothesis"] for s in row["samples"])
+        # Real speech, short clear sentences: both models get English nearly right.
+        assert m["languages"]["en"]["wer"] < 0.15
+        assert m["languages"]["en"]["samples"] == 2 and not m["languages"]["en"]["synthetic"]
+
+    assert "pt" not in tiny["metrics"]["languages"]
+    assert "English-only" in tiny["skipped_languages"]["pt"]
+    assert base["metrics"]["languages"]["pt"]["wer"] < 0.5
+
+    with open(run_dir / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [r["model"] for r in summary] == ["tiny.en", "base"]
+    assert summary[0]["wer_pt"] == "" and float(summary[1]["wer_pt"]) >= 0
+    assert (run_dir / "scenario.yaml").is_file() and (run_dir / "environment.json").is_file()
+    assert "WER en" in result.stdout and "base" in result.stdout
+    assert not worker_processes()
+
+
+def test_unavailable_model_is_an_error_row_that_says_what_to_install(tmp_path: Path, small_manifest: Path) -> None:
+    scenario = write_scenario(tmp_path / "large.yaml", """
+name: large
+repeats: 1
+matrix: {model: [large-v3, tiny.en]}
+""")
+    result = run_cli("run", str(scenario), "--dataset", str(small_manifest), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    large, tiny = read_rows(tmp_path / "run")
+    assert large["status"] == "error"
+    assert "not available on this machine" in large["reason"] and "directory" in large["reason"]
+    assert tiny["status"] == "ok"
+
+
+def test_models_list_shows_the_offline_packs() -> None:
+    result = run_cli("models", "list")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert "tiny.en" in names and "base" in names

@@ -1,0 +1,49 @@
+"""The results file: atomic appends, torn lines, schema versions, the summary table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import results
+from harness.errors import UserError
+
+
+def _row(run_id: str, **metrics: object) -> dict:
+    return {"schema_version": 1, "run_id": run_id, "scenario": "s", "status": "ok", "reason": "",
+            "config": {"backend": "faster-whisper", "model": "base", "quantization": "int8", "threads": 2,
+                       "cpu_pinning": {"requested": "auto", "effective": [0, 1]}},
+            "metrics": {"peak_rss_mb": 300.0, "languages": {"en": {"wer": 0.1, "cer": 0.05}}, **metrics},
+            "samples": [], "environment": {}}
+
+
+def test_rows_round_trip_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    results.append_row(path, _row("a"))
+    results.append_row(path, _row("b"))
+    assert [r["run_id"] for r in results.read_rows(tmp_path)] == ["a", "b"]
+    with open(path, "a") as f:
+        f.write('{"schema_version": 1, "run_id": "c", "sta')  # a harness killed mid-write
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert [r["run_id"] for r in results.read_rows(path)] == ["a", "b"]
+
+
+def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({**_row("a"), "schema_version": 99}) + "\n")
+    with pytest.raises(UserError, match=r"results.jsonl:1: field 'schema_version': 99"):
+        results.read_rows(path)
+
+
+def test_nan_is_never_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        results.append_row(tmp_path / "r.jsonl", _row("a", rtf=float("nan")))
+
+
+def test_summary_csv_has_one_line_per_row_with_per_language_columns(tmp_path: Path) -> None:
+    results.write_summary([_row("a", rtf=0.2), {**_row("b"), "status": "oom", "reason": "cap\nmore"}], tmp_path / "s.csv")
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0].startswith("run_id,status,backend,model") and "wer_en" in lines[0]
+    assert lines[2].startswith("b,oom,") and lines[2].endswith(",cap")
