@@ -45,7 +45,8 @@ def _row(spec: RunSpec, status: str, reason: str, config: dict[str, Any], measur
 
 
 def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], requested_cpus: list[int] | None,
-              cap_mode: str | None, environment: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+              environment: dict[str, Any], data: dict[str, Any],
+              skipped_languages: dict[str, str] | None = None) -> dict[str, Any]:
     """Turn what the runner observed into the contract's row (metrics computed here, in the parent)."""
     result = outcome.result if outcome.result and outcome.result.get("ok") else None
     effective = (result or {}).get("effective", {})
@@ -53,12 +54,12 @@ def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], reque
     config["cpu_pinning"]["effective"] = effective.get("cpus", requested_cpus)
     config["threads_effective"] = effective.get("threads")
     config["compute_type_effective"] = effective.get("compute_type")
-    config["memory_cap_mode"] = cap_mode
+    config["memory_cap_mode"] = outcome.cap_mode
     measured: dict[str, Any] = {"peak_rss_mb": _round(outcome.ru_maxrss_mb, 1),
                                 "peak_rss_source": "ru_maxrss (os.wait4, kernel high-water mark)"}
     rows: list[dict[str, Any]] = []
     row_warnings: list[str] = []
-    skipped_languages: dict[str, str] = {}
+    skipped_languages = dict(skipped_languages or {})
     if result is not None:
         by_id = {s.id: s for s in samples}
         measured.update(_measure(result, by_id, rows, skipped_languages))

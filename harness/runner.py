@@ -1,10 +1,9 @@
 """One configuration in one fresh, isolated subprocess: spawn, watch, cap, time out, kill, reap.
 
-The parent blocks in `os.wait4` (which also yields the child's kernel peak RSS); a watchdog thread
-samples the RSS of the child's process tree every 20 ms for the memory timeline and kills the whole
-process group when the tree passes the memory cap (verdict `oom`, like a Kubernetes OOMKill) or the
-deadline passes (verdict `timeout`). Every path, Ctrl-C included, ends with the group killed and the
-child reaped.
+The parent blocks in `os.waitid` / `os.wait4` (the latter also yields the child's kernel peak RSS)
+while a watchdog thread (harness.memcap) samples the child tree's RSS, enforces the memory cap
+(verdict `oom`) and the deadline (verdict `timeout`). Every path, Ctrl-C included, ends with the
+child's process group killed and the child reaped.
 """
 
 from __future__ import annotations
@@ -15,17 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+from harness.memcap import CGROUP_MODE, MIB, WATCHDOG_MODE, CgroupCap, Watchdog, delegated_cgroup, kill_group
 
-MIB = 1 << 20
-SAMPLE_INTERVAL_S = 0.02
-TREE_REFRESH_EVERY = 25  # samples between re-listing the child's descendants
 STDERR_TAIL_LINES = 15
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -43,112 +38,7 @@ class ChildOutcome:
     started_at: float = 0.0  # monotonic, for aligning the timeline with the worker's phases
     ended_at: float = 0.0  # monotonic, when the child was reaped
     cap_crossed_at: float | None = None  # monotonic, the first sample above the memory cap
-
-
-class Watchdog(threading.Thread):
-    """Samples the child tree's RSS; enforces the memory cap and the deadline."""
-
-    def __init__(self, pid: int, cap_mb: float | None, timeout_s: float) -> None:
-        super().__init__(name=f"watchdog-{pid}", daemon=True)
-        self.pid = pid
-        self.cap_bytes = None if cap_mb is None else cap_mb * MIB
-        self.deadline = time.monotonic() + timeout_s
-        self.timeout_s = timeout_s
-        self.stop = threading.Event()
-        self.verdict: str | None = None
-        self.reason = ""
-        self.timeline: list[tuple[float, float]] = []
-        self.crossed_at: float | None = None
-
-    def run(self) -> None:
-        tree = ProcessTreeRss(self.pid)
-        count = 0
-        try:
-            # time.sleep: the cheapest wake-up (Event.wait costs ~50 % more CPU per wake-up here).
-            while True:
-                time.sleep(SAMPLE_INTERVAL_S)
-                if self.stop.is_set():
-                    return
-                if count % TREE_REFRESH_EVERY == 0:
-                    tree.refresh()
-                count += 1
-                now = time.monotonic()
-                rss = tree.rss_bytes()
-                self.timeline.append((now, rss / MIB))
-                if self.cap_bytes is not None and rss > self.cap_bytes:
-                    self.crossed_at = now
-                    self._kill("oom", f"process tree RSS {rss / MIB:.1f} MiB passed the memory cap "
-                                      f"{self.cap_bytes / MIB:.0f} MiB; killed (watchdog)")
-                    return
-                if now > self.deadline:
-                    self._kill("timeout", f"still running after timeout_s = {self.timeout_s:g} s; killed")
-                    return
-        finally:
-            tree.close()
-
-    def _kill(self, verdict: str, reason: str) -> None:
-        self.verdict, self.reason = verdict, reason
-        kill_group(self.pid)
-
-
-class ProcessTreeRss:
-    """RSS of a process and its descendants, cheap enough to read 50 times a second: each
-    process's /proc/PID/statm stays open and is re-read with pread; descendants are re-listed on
-    `refresh()` from /proc/PID/task/*/children (psutil's full /proc scan where that is missing)."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.fds: dict[int, int] = {}
-        self.page_size = os.sysconf("SC_PAGE_SIZE")
-
-    def _descendants(self) -> list[int]:
-        found, queue = [], [self.root]
-        while queue:
-            pid = queue.pop()
-            try:
-                tasks = os.listdir(f"/proc/{pid}/task")
-                children = [int(c) for t in tasks for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
-            except FileNotFoundError:  # the process is gone, or no children files: ask psutil
-                if pid == self.root and os.path.exists(f"/proc/{pid}"):
-                    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-                continue
-            except (OSError, ValueError):
-                continue
-            found += children
-            queue += children
-        return found
-
-    def refresh(self) -> None:
-        alive = {self.root, *self._descendants()}
-        for pid in set(self.fds) - alive:
-            os.close(self.fds.pop(pid))
-        for pid in alive - set(self.fds):
-            try:
-                self.fds[pid] = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
-            except OSError:
-                continue
-
-    def rss_bytes(self) -> int:
-        total = 0
-        for fd in self.fds.values():
-            try:
-                total += int(os.pread(fd, 256, 0).split()[1]) * self.page_size
-            except (OSError, IndexError, ValueError):  # exited since the last refresh
-                continue
-        return total
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-
-def kill_group(pid: int) -> None:
-    """SIGKILL the child's whole process group (it leads its own session)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    cap_mode: str | None = None  # how the memory cap was enforced (None: no cap)
 
 
 def child_environment(threads: int) -> dict[str, str]:
@@ -165,36 +55,49 @@ def child_environment(threads: int) -> dict[str, str]:
 def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout_s: float) -> ChildOutcome:
     """Run the worker on `job`; return what happened. Never leaves the child behind."""
     threads = job["spec"]["threads"]
+    cgroup_parent = delegated_cgroup() if cap_mb is not None else None
     with tempfile.TemporaryDirectory(prefix="harness-job-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps(job), encoding="utf-8")
+        argv = [sys.executable, "-m", "harness.worker", str(job_path), str(result_path)]
+        cgroup = CgroupCap(cgroup_parent, f"harness-{os.getpid()}-{Path(tmp).name}", cap_mb) if cgroup_parent else None
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "wb") as log:
-            started = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.worker", str(job_path), str(result_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=child_environment(threads), start_new_session=True, close_fds=True,
-            )
-        watchdog = Watchdog(proc.pid, cap_mb, timeout_s)
-        watchdog.start()
+        proc = watchdog = None
         try:
+            with open(log_path, "wb") as log:
+                started = time.monotonic()
+                proc = subprocess.Popen(
+                    cgroup.wrap(argv) if cgroup else argv,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=child_environment(threads), start_new_session=True, close_fds=True,
+                )
+            watchdog = Watchdog(proc.pid, cap_mb, timeout_s)
+            watchdog.start()
             # Wait without reaping: while the child is a zombie its process group id cannot be
             # reused, so killing the group below can only hit the child's own descendants.
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         finally:  # also on Ctrl-C / SIGTERM: stop sampling, kill the group, reap
-            watchdog.stop.set()
-            watchdog.join()
-            kill_group(proc.pid)
-            _, status_word, rusage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status_word)
+            if watchdog is not None:
+                watchdog.stop.set()
+                watchdog.join()
+            if proc is not None:
+                kill_group(proc.pid)
+                _, status_word, rusage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status_word)
+            kernel_oom = cgroup is not None and cgroup.oom_killed()
+            if cgroup is not None:
+                cgroup.remove()
         ended_at = time.monotonic()
         ru_maxrss_mb = rusage.ru_maxrss * 1024 / MIB  # Linux reports kB
         result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
 
     outcome = ChildOutcome("ok", "", result, ru_maxrss_mb, ended_at - started, watchdog.timeline,
-                           started, ended_at, watchdog.crossed_at)
-    if watchdog.verdict is not None:
+                           started, ended_at, watchdog.crossed_at,
+                           cap_mode=None if cap_mb is None else CGROUP_MODE if cgroup else WATCHDOG_MODE)
+    if kernel_oom:
+        outcome.status = "oom"
+        outcome.reason = f"the kernel's OOM killer ended the worker at memory.max = {cap_mb:g} MiB (cgroup v2)"
+    elif watchdog.verdict is not None:
         outcome.status, outcome.reason = watchdog.verdict, watchdog.reason
     elif result is not None and not result["ok"]:
         outcome.status, outcome.reason = "error", result["error"]

@@ -18,9 +18,6 @@ from harness.errors import UserError
 from harness.runner import run_child
 from harness.scenario import RunSpec, Scenario, available_cpus, parse_cpu_list
 
-CAP_MODE = "watchdog (process-tree RSS sampled every 20 ms, group SIGKILL)"
-
-
 @dataclass
 class Progress:
     """What a display needs after each configuration."""
@@ -101,9 +98,13 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
 
 def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[str, Any],
                  data: dict[str, Any]) -> dict[str, Any]:
-    if is_english_only(spec.model) and not any(s.lang == "en" for s in samples):
-        langs = ", ".join(sorted({s.lang for s in samples}))
-        return results.skipped_row(spec, f"model {spec.model} is English-only; the data has only {langs}", env, data)
+    skipped: dict[str, str] = {}
+    if is_english_only(spec.model):  # the worker also checks the loaded model (for directories)
+        skipped = {s.lang: f"model {spec.model} is English-only" for s in samples if s.lang != "en"}
+        samples = [s for s in samples if s.lang == "en"]
+        if not samples:
+            return results.skipped_row(spec, f"model {spec.model} is English-only; the data has only "
+                                             f"{', '.join(sorted(skipped))}", env, data)
     try:
         model = models.resolve(spec.model)
     except models.ModelUnavailable as exc:
@@ -112,6 +113,6 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
     job = {"spec": spec.to_json(), "model_path": str(model.path), "cpus": cpus,
            "samples": [s.to_json() for s in samples]}
     outcome = run_child(job, run_dir / "logs" / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s)
-    row = results.build_row(spec, outcome, samples, cpus, CAP_MODE if spec.memory_cap_mb else None, env, data)
+    row = results.build_row(spec, outcome, samples, cpus, env, data, skipped)
     row["config"]["model_source"] = model.source
     return row

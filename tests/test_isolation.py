@@ -117,3 +117,17 @@ matrix: {model: [tiny.en], quantization: [int8], threads: [1, 2]}
     resumed = run_cli("run", str(scenario), "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert [r["config"]["threads"] for r in read_rows(run_dir)] == [1, 2]
+
+
+def test_english_only_model_without_english_data_is_skipped_without_running(tmp_path: Path) -> None:
+    scenario = write_scenario(tmp_path / "pt.yaml", """
+name: pt
+datasets: [default]
+languages: [pt]
+matrix: {model: [tiny.en]}
+""")
+    result = run_cli("run", str(scenario), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    [row] = read_rows(tmp_path / "run")
+    assert row["status"] == "skipped" and "English-only" in row["reason"]
+    assert not (tmp_path / "run" / "logs" / f"{row['run_id']}.log").exists()  # no worker was started
