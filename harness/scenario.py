@@ -32,7 +32,7 @@ AXIS_DEFAULTS: dict[str, Any] = {
     "beam_size": 5,
 }
 TOP_LEVEL_KEYS = (
-    "name", "description", "datasets", "languages", "repeats", "warmup", "timeout_s",
+    "name", "description", "question", "datasets", "languages", "repeats", "warmup", "timeout_s",
     "memory_cap_mb", "matrix", "exclude", "include", "budgets", "decoding",
     "max_samples_per_language",
 )
@@ -86,6 +86,7 @@ class Scenario:
     name: str
     path: Path
     description: str = ""
+    question: str = ""  # the deployment question the report answers
     datasets: tuple[str, ...] = ("default",)
     languages: tuple[str, ...] | None = None
     repeats: int = 3
@@ -267,6 +268,7 @@ def validate_scenario(raw: Any, path: Path) -> Scenario:
         name=name,
         path=path,
         description=str(doc.get("description") or ""),
+        question=str(doc.get("question") or ""),
         datasets=tuple(c.string_list(doc.get("datasets", ["default"]), "datasets")),
         languages=languages,
         repeats=c.integer(doc.get("repeats", 3), "repeats", 1),

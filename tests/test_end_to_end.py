@@ -48,6 +48,8 @@ matrix: {model: [tiny.en, base], quantization: [int8], threads: [2], cpu_pinning
     assert summary[0]["wer_pt"] == "" and float(summary[1]["wer_pt"]) >= 0
     assert (run_dir / "scenario.yaml").is_file() and (run_dir / "environment.json").is_file()
     assert "WER en" in result.stdout and "base" in result.stdout
+    assert (run_dir / "index.html").is_file() and (run_dir / "recommendation.json").is_file()
+    assert "report:" in result.stderr
     assert not worker_processes()
 
 

@@ -1,0 +1,125 @@
+"""Run directory -> the report's plain data (what the templates render and the tests check)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness import deploy, results
+from harness.errors import UserError
+from harness.recommend import flatten_budgets, parse_budget_overrides, recommend
+from harness.report import plots
+from harness.scenario import load_scenario
+
+
+def _scenario_info(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    copy = run_dir / "scenario.yaml"
+    if copy.is_file():
+        scenario = load_scenario(copy)
+        return {"name": scenario.name, "description": scenario.description, "budgets": scenario.budgets,
+                "question": scenario.question}
+    return {"name": rows[0]["scenario"] if rows else run_dir.name, "description": "", "budgets": {}, "question": ""}
+
+
+def _environment(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    path = run_dir / "environment.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return rows[0]["environment"] if rows else {}
+
+
+def machine_line(env: dict[str, Any]) -> str:
+    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
+    parts = [env.get("cpu"), f"{env['logical_cores']} logical cores" if env.get("logical_cores") else None,
+             f"{env['ram_mb']} MiB RAM" if env.get("ram_mb") else None, env.get("os"),
+             f"Python {env['python']}" if env.get("python") else None, packages or None,
+             f"commit {env['git_commit']}" if env.get("git_commit") else None,
+             f"started {env['started_at']}" if env.get("started_at") else None]
+    return "; ".join(p for p in parts if p) or "unknown machine"
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def _verdicts(rows: list[dict[str, Any]], rec: dict[str, Any]) -> dict[str, str]:
+    verdict = {v["run_id"]: v["why"] for v in rec["not_chosen"]}
+    if rec["recommended"]:
+        verdict[rec["recommended"]["run_id"]] = "recommended: meets every budget with the least memory"
+    return {r["run_id"]: verdict.get(r["run_id"], "") for r in rows}
+
+
+def build(run_dir: Path, budget_overrides: list[str] | None = None,
+          headroom: float = deploy.DEFAULT_HEADROOM) -> dict[str, Any]:
+    rows = results.read_rows(run_dir)
+    if not rows:
+        raise UserError(f"{run_dir}: no results to report")
+    scenario = _scenario_info(run_dir, rows)
+    budgets = parse_budget_overrides(budget_overrides or [], scenario["budgets"])
+    rec = recommend(rows, budgets)
+    deployment = deploy.snippet(rec["recommended"], headroom) if rec["recommended"] else None
+    verdicts = _verdicts(rows, rec)
+    measured = [r for r in rows if not r.get("profiler")]
+    languages = sorted({lang for r in rows for lang in r["metrics"].get("languages", {})})
+    synthetic = sorted({lang for r in rows for lang, s in r["metrics"].get("languages", {}).items() if s.get("synthetic")})
+
+    figures = []
+    for lang in languages:
+        figures.append({"title": f"Peak RSS vs WER ({lang})", "png": _b64(plots.rss_vs_wer(
+            measured, lang, budgets, rec["recommended"]["run_id"] if rec["recommended"] else None))})
+    figures.append({"title": "RTF vs threads", "png": _b64(plots.rtf_vs_threads(measured, budgets))})
+    figures.append({"title": "Warm latency distributions", "png": _b64(plots.latency_distributions(measured, budgets))})
+    for i, png in enumerate(plots.memory_timelines(rows), start=1):
+        figures.append({"title": f"Memory timelines ({i})", "png": _b64(png)})
+
+    table = []
+    for record, row in zip(results.summary_records(rows), rows):
+        table.append({**record, "name": plots.short_name(row), "verdict": verdicts[row["run_id"]],
+                      "profiler": row.get("profiler")})
+    return {
+        "title": f"{scenario['name']}: Whisper deployment benchmark",
+        "run_dir": str(run_dir),
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scenario": scenario,
+        "budgets": flatten_budgets(budgets),
+        "machine": machine_line(_environment(run_dir, rows)),
+        "languages": languages,
+        "synthetic_languages": synthetic,
+        "recommendation": rec,
+        "answer": answer(rec, deployment),
+        "deployment": deployment,
+        "table": table,
+        "figures": figures,
+        "runs": [_run_detail(r, verdicts[r["run_id"]]) for r in rows],
+        "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
+    }
+
+
+def answer(rec: dict[str, Any], deployment: dict[str, Any] | None) -> str:
+    """One sentence for the top of the report."""
+    chosen = rec["recommended"]
+    if chosen is None:
+        closest = rec["closest"]
+        tail = f" {closest['text']}." if closest else " No configuration finished successfully."
+        return "No measured configuration meets every budget." + tail
+    c, m = chosen["config"], chosen["metrics"]
+    pin = "" if c["cpu_pinning"]["requested"] == "none" else f", pinned ({c['cpu_pinning']['requested']})"
+    return (f"Deploy {c['backend']} {c['model']} {c['quantization']} with {c['threads']} thread(s){pin}: "
+            f"peak RSS {m['peak_rss_mb']:.0f} MiB, p95 latency {m['latency_p95_s']:.2f} s, RTF {m['rtf']:.3f}"
+            + (f"; request and limit {deployment['memory_mib']} MiB, {deployment['cpu']} CPU." if deployment else "."))
+
+
+def _run_detail(row: dict[str, Any], verdict: str) -> dict[str, Any]:
+    c = row["config"]
+    settings = (f"threads {c['threads']} (effective {c.get('threads_effective') or '-'}), "
+                f"CPUs {c['cpu_pinning'].get('effective') or 'not pinned'}, beam {c.get('beam_size')}, "
+                f"compute type {c.get('compute_type_effective') or c['quantization']}, "
+                f"memory cap {c.get('memory_cap_mb') or 'none'}"
+                + (f" ({c['memory_cap_mode']})" if c.get("memory_cap_mode") else ""))
+    return {"run_id": row["run_id"], "name": plots.short_name(row), "status": row["status"],
+            "reason": row.get("reason", ""), "verdict": verdict, "warnings": row.get("warnings", []),
+            "skipped_languages": row.get("skipped_languages", {}), "settings": settings,
+            "samples": row.get("samples", []), "profile": row.get("profile", {})}
