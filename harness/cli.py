@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run directory")
     run.add_argument("--quick", action="store_true", help="short version: 1 repetition, 2 samples per language")
     run.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    run.add_argument("--search", action="store_true",
+                     help="budget-aware search: likely winners first, stop runs that break the memory or "
+                          "latency budget, skip configurations that cannot win")
     _report_options(run)
 
     report = sub.add_parser("report", help="render index.html, report.md and recommendation.json")
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness import datasets, sweep
     from harness.console import SweepDisplay, results_table
+    from harness.recommend import parse_budget_overrides
     from harness.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
@@ -101,9 +105,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return 0
     if args.resume and args.out:
         raise UserError("--resume DIR already names the run directory; drop --out")
-    from harness.recommend import parse_budget_overrides
-
-    parse_budget_overrides(args.budget, scenario.budgets)  # reject a bad --budget before measuring
+    budgets = parse_budget_overrides(args.budget, scenario.budgets)  # a bad --budget fails before measuring
     names = tuple(args.dataset) or scenario.datasets
     samples = datasets.select(datasets.load_datasets(names, scenario.path.parent),
                               scenario.languages, scenario.max_samples_per_language)
@@ -113,7 +115,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{scenario.name}: {len(specs)} configurations x {len(samples)} samples -> {run_dir}")
     try:
         with SweepDisplay(console) as display:
-            rows = sweep.run_scenario(scenario, samples, run_dir, resume=bool(args.resume), on_progress=display)
+            rows = sweep.run_scenario(scenario, samples, run_dir, resume=bool(args.resume), budgets=budgets,
+                                      search_mode=args.search, on_progress=display)
     except (KeyboardInterrupt, Terminated) as exc:
         code = 143 if isinstance(exc, Terminated) else 130
         console.print(f"[yellow]interrupted[/]: finished configurations are saved in {run_dir}/results.jsonl; "
@@ -121,6 +124,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return code
     Console(width=None if sys.stdout.isatty() else 200).print(results_table(rows, f"{scenario.name}: {run_dir}"))
     console.print(f"results: {run_dir}/results.jsonl, {run_dir}/summary.csv")
+    if args.search:
+        s = sweep.search_summary(rows)
+        console.print(f"search: measured {s['measured']} of {s['configurations']} configurations "
+                      f"({s['stopped_early']} stopped early at a budget), skipped {s['skipped']}; "
+                      f"{s['run_seconds']:.0f} run-seconds")
     _render_report(run_dir, args, console)
     return 0
 

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from harness import sweep
 
-STATUS_STYLE = {"ok": "green", "oom": "red", "timeout": "yellow", "error": "red", "skipped": "dim"}
+STATUS_STYLE = {"ok": "green", "oom": "red", "timeout": "yellow", "error": "red", "skipped": "dim",
+                "over_budget": "yellow"}
 
 
 def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:

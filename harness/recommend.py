@@ -2,7 +2,7 @@
 
 Pure functions over result rows. Among `ok` rows, a configuration qualifies when it meets every budget
 (`peak_rss_mb`, `rtf`, latencies, per-language `wer` / `cer`; a language with a budget but no data
-does not meet it). "Smallest" = lowest peak RSS; ties go to lower p95 latency, then lower WER.
+does not meet it). "Smallest" = lowest peak RSS (within 3 %: a tie); ties go to lower p95 latency, then lower WER.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.errors import UserError
-from harness.scenario import BUDGET_PER_LANGUAGE, BUDGET_SCALARS
+from harness.scenario import BUDGET_PER_LANGUAGE, BUDGET_SCALARS, BUDGET_WER_INCREASE
 
-RSS_TIE_MB = 0.0  # peaks are compared as measured (0.1 MiB resolution)
+# Peak RSS of one configuration varies between runs by a few percent (allocator arenas, thread
+# start-up); peaks within 3 % of the lowest count as a tie, decided by p95 latency, then WER.
+RSS_TIE_FRACTION = 0.03
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Violation:
 
 
 def _fmt(budget: str, value: float) -> str:
+    if budget.startswith("wer_increase"):
+        return f"{value * 100:+.1f} points"
     if budget.startswith(("wer", "cer")):
         return f"{value * 100:.1f} %"
     if budget.endswith("_mb"):
@@ -57,7 +61,9 @@ def flatten_budgets(budgets: dict[str, Any]) -> dict[str, float]:
     """{'wer': {'pt': 0.25}, 'rtf': 0.5} -> {'wer.pt': 0.25, 'rtf': 0.5}."""
     flat: dict[str, float] = {}
     for key, value in budgets.items():
-        if isinstance(value, dict):
+        if key == BUDGET_WER_INCREASE:
+            flat[f"wer_increase_vs_{value['quantization']}"] = float(value["max"])
+        elif isinstance(value, dict):
             flat.update({f"{key}.{lang}": float(v) for lang, v in value.items()})
         else:
             flat[key] = float(value)
@@ -90,16 +96,46 @@ def parse_budget_overrides(items: list[str], budgets: dict[str, Any]) -> dict[st
     return merged
 
 
-def violations(row: dict[str, Any], budgets: dict[str, Any]) -> list[Violation]:
-    """Budgets an `ok` row breaks."""
+def violations(row: dict[str, Any], budgets: dict[str, Any], rows: list[dict[str, Any]] = ()) -> list[Violation]:
+    """Budgets an `ok` row breaks (`rows`: the whole run, for comparisons between configurations)."""
     m = row["metrics"]
     found = []
-    for budget, limit in flatten_budgets(budgets).items():
+    for budget, limit in flatten_budgets({k: v for k, v in budgets.items() if k != BUDGET_WER_INCREASE}).items():
         metric, _, lang = budget.partition(".")
         value = m.get("languages", {}).get(lang, {}).get(metric) if lang else m.get(metric)
         if value is None or value > limit:
             found.append(Violation(budget, limit, value))
+    if BUDGET_WER_INCREASE in budgets:
+        spec = budgets[BUDGET_WER_INCREASE]
+        for comparison in wer_increase(row, rows, spec["quantization"]):
+            if comparison["increase"] is None or comparison["increase"] > spec["max"]:
+                found.append(Violation(f"wer_increase_vs_{spec['quantization']}.{comparison['lang']}",
+                                       spec["max"], comparison["increase"]))
     return found
+
+
+def reference_row(row: dict[str, Any], rows: list[dict[str, Any]], quantization: str) -> dict[str, Any] | None:
+    """The row measuring the same configuration at another quantization."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        c = r["config"]
+        return (c["backend"], c["model"], c["threads"], c["cpu_pinning"]["requested"],
+                str(c.get("chunking")), c.get("beam_size"))
+
+    return next((r for r in rows if r["config"]["quantization"] == quantization and key(r) == key(row)
+                 and not r.get("profiler")), None)
+
+
+def wer_increase(row: dict[str, Any], rows: list[dict[str, Any]], quantization: str) -> list[dict[str, Any]]:
+    """Per language: this row's WER minus the reference quantization's (None: no reference data)."""
+    ref = reference_row(row, rows, quantization)
+    ref_langs = ref["metrics"].get("languages", {}) if ref is not None and ref["status"] == "ok" else {}
+    out = []
+    for lang, stats in sorted(row["metrics"].get("languages", {}).items()):
+        ref_wer = ref_langs.get(lang, {}).get("wer")
+        out.append({"lang": lang, "wer": stats.get("wer"), "reference_wer": ref_wer,
+                    "reference_run_id": ref["run_id"] if ref is not None else None,
+                    "increase": None if ref_wer is None or stats.get("wer") is None else stats["wer"] - ref_wer})
+    return out
 
 
 def _mean_wer(row: dict[str, Any]) -> float:
@@ -116,9 +152,15 @@ def recommend(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, 
     """The recommendation as plain data (what recommendation.json holds)."""
     considered = [r for r in rows if not r.get("profiler")]
     ok = [r for r in considered if r["status"] == "ok"]
-    broken = {r["run_id"]: violations(r, budgets) for r in ok}
+    broken = {r["run_id"]: violations(r, budgets, considered) for r in ok}
     feasible = sorted((r for r in ok if not broken[r["run_id"]]), key=rank_key)
-    chosen = feasible[0] if feasible else None
+    chosen = None
+    if feasible:
+        tie_limit = feasible[0]["metrics"]["peak_rss_mb"] * (1 + RSS_TIE_FRACTION)
+        tied = [r for r in feasible if r["metrics"]["peak_rss_mb"] <= tie_limit]
+        chosen = min(tied, key=lambda r: rank_key(r)[1:])
+        feasible.remove(chosen)
+        feasible.insert(0, chosen)
     verdicts = []
     for r in considered:
         if chosen is not None and r["run_id"] == chosen["run_id"]:
@@ -149,11 +191,12 @@ def recommend(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, 
 
 def _why_not_chosen(row: dict[str, Any], chosen: dict[str, Any]) -> str:
     a, b = rank_key(row), rank_key(chosen)
-    if a[0] > b[0]:
+    if a[0] > b[0] * (1 + RSS_TIE_FRACTION):
         return f"meets every budget but needs {a[0] - b[0]:.1f} MiB more peak RSS ({a[0]:.1f} vs {b[0]:.1f} MiB)"
+    same = f"peak RSS within {RSS_TIE_FRACTION:.0%} ({a[0]:.1f} vs {b[0]:.1f} MiB)"
     if a[1] > b[1]:
-        return f"meets every budget; same peak RSS, slower p95 latency ({a[1]:.2f} vs {b[1]:.2f} s)"
-    return f"meets every budget; same peak RSS and p95 latency, higher WER ({a[2]:.1%} vs {b[2]:.1%})"
+        return f"meets every budget; {same}, slower p95 latency ({a[1]:.2f} vs {b[1]:.2f} s)"
+    return f"meets every budget; {same} and p95 latency, higher WER ({a[2]:.1%} vs {b[2]:.1%})"
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:

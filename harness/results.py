@@ -72,7 +72,9 @@ def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], reque
     if status == "ok" and not rows:
         status = "skipped"
         reason = "; ".join(f"{lang}: {why}" for lang, why in skipped_languages.items())
-    return _row(spec, status, reason, config, measured, rows, environment, data,
+    extra = {"budget_verdict": outcome.budget_verdict} if outcome.budget_verdict else {}
+    measured["run_seconds"] = _round(outcome.wall_s, 2)
+    return _row(spec, status, reason, config, measured, rows, environment, data, **extra,
                 skipped_languages=skipped_languages, warnings=row_warnings,
                 timeline=_timeline(outcome, (outcome.result or {}).get("phases", {})))
 

@@ -29,7 +29,7 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 class ChildOutcome:
     """What the parent observed. `result` is the worker's JSON when it finished normally."""
 
-    status: str  # ok | oom | timeout | error
+    status: str  # ok | oom | timeout | error | over_budget
     reason: str
     result: dict[str, Any] | None
     ru_maxrss_mb: float
@@ -39,6 +39,7 @@ class ChildOutcome:
     ended_at: float = 0.0  # monotonic, when the child was reaped
     cap_crossed_at: float | None = None  # monotonic, the first sample above the memory cap
     cap_mode: str | None = None  # how the memory cap was enforced (None: no cap)
+    budget_verdict: dict[str, Any] | None = None  # status over_budget: which budget, limit, value
 
 
 def child_environment(threads: int) -> dict[str, str]:
@@ -52,9 +53,15 @@ def child_environment(threads: int) -> dict[str, str]:
     return env
 
 
-def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout_s: float) -> ChildOutcome:
-    """Run the worker on `job`; return what happened. Never leaves the child behind."""
+def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout_s: float,
+              memory_budget_mb: float | None = None) -> ChildOutcome:
+    """Run the worker on `job`; return what happened. Never leaves the child behind.
+
+    `memory_budget_mb` (budget-aware search) stops the run like a cap, with the verdict `over_budget`.
+    """
     threads = job["spec"]["threads"]
+    stop_at_budget = memory_budget_mb is not None and (cap_mb is None or memory_budget_mb < cap_mb)
+    watch_mb = memory_budget_mb if stop_at_budget else cap_mb  # the cgroup, if any, keeps the real cap
     cgroup_parent = delegated_cgroup() if cap_mb is not None else None
     with tempfile.TemporaryDirectory(prefix="harness-job-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
@@ -71,7 +78,7 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=child_environment(threads), start_new_session=True, close_fds=True,
                 )
-            watchdog = Watchdog(proc.pid, cap_mb, timeout_s)
+            watchdog = Watchdog(proc.pid, watch_mb, timeout_s)
             watchdog.start()
             # Wait without reaping: while the child is a zombie its process group id cannot be
             # reused, so killing the group below can only hit the child's own descendants.
@@ -97,8 +104,15 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
     if kernel_oom:
         outcome.status = "oom"
         outcome.reason = f"the kernel's OOM killer ended the worker at memory.max = {cap_mb:g} MiB (cgroup v2)"
+    elif watchdog.verdict == "oom" and stop_at_budget:
+        outcome.status = "over_budget"
+        outcome.reason = f"stopped early: {watchdog.reason.replace('memory cap', 'peak_rss_mb budget')}"
+        outcome.budget_verdict = {"budget": "peak_rss_mb", "limit": watch_mb,
+                                  "value": max(r for _, r in watchdog.timeline)}
     elif watchdog.verdict is not None:
         outcome.status, outcome.reason = watchdog.verdict, watchdog.reason
+    elif result is not None and result.get("over_budget"):
+        outcome.status, outcome.reason, outcome.budget_verdict = "over_budget", result["error"], result["over_budget"]
     elif result is not None and not result["ok"]:
         outcome.status, outcome.reason = "error", result["error"]
     elif proc.returncode != 0 or result is None:

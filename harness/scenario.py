@@ -39,6 +39,9 @@ TOP_LEVEL_KEYS = (
 BUDGET_SCALARS = ("peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s",
                   "latency_p50_s", "latency_p95_s", "rtf")
 BUDGET_PER_LANGUAGE = ("wer", "cer")
+# {quantization: float32, max: 0.02}: WER may exceed that of the same configuration at the reference
+# quantization by at most `max` (a fraction: 0.02 = 2 points), in every language measured.
+BUDGET_WER_INCREASE = "wer_increase_vs"
 # Decoding settings change speed and WER, so they are part of every run's recorded config.
 DECODING_DEFAULTS: dict[str, Any] = {
     "best_of": 5,
@@ -390,10 +393,19 @@ def _validate_decoding(c: _Checker, raw: Any) -> dict[str, Any]:
 
 
 def validate_budgets(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
-    doc = c.mapping(raw, where, BUDGET_SCALARS + BUDGET_PER_LANGUAGE)
+    doc = c.mapping(raw, where, (*BUDGET_SCALARS, *BUDGET_PER_LANGUAGE, BUDGET_WER_INCREASE))
     budgets: dict[str, Any] = {}
     for key, value in doc.items():
-        if key in BUDGET_PER_LANGUAGE:
+        if key == BUDGET_WER_INCREASE:
+            spec = c.mapping(value, f"{where}.{key}", ("quantization", "max"))
+            quantizations = sorted({q for qs in BACKENDS.values() for q in qs})
+            if spec.get("quantization") not in quantizations:
+                raise c.fail(f"{where}.{key}.quantization", spec.get("quantization"), f"expected one of {', '.join(quantizations)}")
+            limit = c.number(spec.get("max"), f"{where}.{key}.max", positive=False)
+            if not 0 <= limit <= 1:
+                raise c.fail(f"{where}.{key}.max", limit, "expected a fraction between 0 and 1 (0.02 = 2 points)")
+            budgets[key] = {"quantization": spec["quantization"], "max": limit}
+        elif key in BUDGET_PER_LANGUAGE:
             per_lang = c.mapping(value, f"{where}.{key}", tuple(sorted(LANGUAGES)))
             budgets[key] = {lang: c.number(v, f"{where}.{key}.{lang}", positive=False) for lang, v in per_lang.items()}
             for lang, v in budgets[key].items():

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness import environment, models, results
+from harness import environment, models, results, search
 from harness.catalog import is_english_only
 from harness.datasets import Sample
 from harness.errors import UserError
@@ -72,8 +72,14 @@ def prepare_run_dir(run_dir: Path, scenario: Scenario, resume: bool) -> list[dic
 
 
 def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, resume: bool = False,
+                 budgets: dict[str, Any] | None = None, search_mode: bool = False,
                  on_progress: Callable[[Progress], None] = lambda p: None) -> list[dict[str, Any]]:
-    """Measure every configuration not already in `run_dir`; return all of its rows."""
+    """Measure every configuration not already in `run_dir`; return all of its rows.
+
+    With `search_mode`, configurations run smallest first, runs stop as soon as they break the memory
+    or latency budget, and configurations that cannot win are recorded as skipped (harness.search).
+    """
+    budgets = scenario.budgets if budgets is None else budgets
     rows = prepare_run_dir(run_dir, scenario, resume)
     env = environment.capture()
     (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
@@ -81,11 +87,21 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
     specs = scenario.expand()
     done_ids = {r["run_id"] for r in rows}
     todo = [s for s in specs if s.run_id not in done_ids]
+    if search_mode:
+        todo = search.order(todo)
+    languages = {s.lang for s in samples}
     start = time.monotonic()
     done = len(specs) - len(todo)
     for spec in todo:
         on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start))
-        row = measure_spec(spec, samples, run_dir, env, data)
+        why_not = search.cannot_win(spec, rows, budgets, languages) if search_mode else None
+        if why_not is not None:
+            row = results.skipped_row(spec, why_not, env, data)
+        elif search_mode:
+            row = measure_spec(spec, samples, run_dir, env, data, stop_when=search.stop_rules(budgets),
+                               memory_budget_mb=budgets.get("peak_rss_mb"))
+        else:
+            row = measure_spec(spec, samples, run_dir, env, data)
         results.append_row(run_dir / results.RESULTS_FILE, row)
         rows.append(row)
         done += 1
@@ -93,11 +109,28 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
     order = {s.run_id: i for i, s in enumerate(specs)}
     rows.sort(key=lambda r: order.get(r["run_id"], len(order)))
     results.write_summary(rows, run_dir / results.SUMMARY_FILE)
+    if search_mode:
+        (run_dir / SEARCH_FILE).write_text(json.dumps(search_summary(rows), indent=2))
     return rows
 
 
+SEARCH_FILE = "search.json"
+
+
+def search_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the search did: measured, stopped early, skipped, and the run-seconds it spent."""
+    return {
+        "configurations": len(rows),
+        "measured": sum(r["status"] != "skipped" for r in rows),
+        "stopped_early": sum(r["status"] == "over_budget" for r in rows),
+        "skipped": sum(r["status"] == "skipped" for r in rows),
+        "run_seconds": round(sum(r["metrics"].get("run_seconds") or 0 for r in rows), 1),
+    }
+
+
 def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[str, Any],
-                 data: dict[str, Any]) -> dict[str, Any]:
+                 data: dict[str, Any], stop_when: dict[str, float] | None = None,
+                 memory_budget_mb: float | None = None) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     if is_english_only(spec.model):  # the worker also checks the loaded model (for directories)
         skipped = {s.lang: f"model {spec.model} is English-only" for s in samples if s.lang != "en"}
@@ -111,8 +144,9 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
         return results.error_row(spec, str(exc), env, data)
     cpus = requested_cpus(spec)
     job = {"spec": spec.to_json(), "model_path": str(model.path), "cpus": cpus,
-           "samples": [s.to_json() for s in samples]}
-    outcome = run_child(job, run_dir / "logs" / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s)
+           "samples": [s.to_json() for s in samples], "stop_when": stop_when or {}}
+    outcome = run_child(job, run_dir / "logs" / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s,
+                        memory_budget_mb)
     row = results.build_row(spec, outcome, samples, cpus, env, data, skipped)
     row["config"]["model_source"] = model.source
     return row

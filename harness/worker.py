@@ -18,6 +18,28 @@ from typing import Any
 MIB = 1 << 20
 
 
+class BudgetBreach(Exception):
+    """The final figure is already certain to break a budget (budget-aware search stops here)."""
+
+    def __init__(self, budget: str, limit: float, value: float) -> None:
+        super().__init__(f"stopped early: {budget} is certain to exceed its budget {limit:g} "
+                         f"(already {value:.3g} after the timings so far)")
+        self.verdict = {"budget": budget, "limit": limit, "value": value}
+
+
+def check_stop_rules(rules: dict[str, float], timings: list[float], planned: int, planned_audio_s: float) -> None:
+    """Raise BudgetBreach once the remaining timings cannot bring the final figure back in budget."""
+    if "rtf" in rules and sum(timings) / planned_audio_s > rules["rtf"]:
+        raise BudgetBreach("rtf", rules["rtf"], sum(timings) / planned_audio_s)
+    if "latency_p95_s" in rules:
+        limit = rules["latency_p95_s"]
+        over = sum(t > limit for t in timings)
+        # p95 interpolates at index 0.95 * (planned - 1); once that index (rounded down) falls among
+        # the `over` largest timings, the final p95 is above the limit whatever comes next.
+        if over and over >= planned - int(0.95 * (planned - 1)):
+            raise BudgetBreach("latency_p95_s", limit, max(timings))
+
+
 def _status_mib(field: str) -> float:
     """VmHWM / VmRSS of this process from /proc (kB) in MiB."""
     with open("/proc/self/status") as f:
@@ -71,11 +93,17 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
         for _ in range(spec["warmup"] - 1):
             transcribe(runnable[0])
         phases["measure_start"] = time.monotonic()
+        rules = job.get("stop_when") or {}
+        planned = len(runnable) * spec["repeats"]
+        planned_audio_s = sum(len(audio[s["id"]]) for s in runnable) / 16000 * spec["repeats"]
+        timings: list[float] = []
         for sample in runnable:
             latencies, text = [], ""
             for _ in range(spec["repeats"]):
                 text, seconds = transcribe(sample)
                 latencies.append(seconds)
+                timings.append(seconds)
+                check_stop_rules(rules, timings, planned, planned_audio_s)
             results.append({"id": sample["id"], "lang": sample["lang"],
                             "audio_s": len(audio[sample["id"]]) / 16000,
                             "latency_s": latencies, "hypothesis": text})
@@ -106,6 +134,10 @@ def main(argv: list[str]) -> int:
         os.sched_setaffinity(0, job["cpus"])
     try:
         result = measure(job, phases)
+    except BudgetBreach as breach:
+        _write_result(result_path, {"ok": False, "error": str(breach), "over_budget": breach.verdict,
+                                    "phases": phases})
+        return 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes an `error` row
         _write_result(result_path, {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                                     "traceback": traceback.format_exc(), "phases": phases})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,29 @@ def test_models_list_shows_the_offline_packs() -> None:
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert "tiny.en" in names and "base" in names
+
+
+def test_search_finds_the_exhaustive_recommendation_with_fewer_runs(tmp_path: Path) -> None:
+    scenario = write_scenario(tmp_path / "search.yaml", """
+name: search
+datasets: [default]
+languages: [en]
+max_samples_per_language: 2
+repeats: 1
+matrix: {model: [tiny.en, base], quantization: [int8, float32], threads: [1]}
+budgets: {peak_rss_mb: 600, wer: {en: 0.25}}
+""")
+    outcomes = {}
+    for mode in ("exhaustive", "search"):
+        args = ["run", str(scenario), "--out", str(tmp_path / mode)] + (["--search"] if mode == "search" else [])
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+        outcomes[mode] = json.loads((tmp_path / mode / "recommendation.json").read_text())
+    assert outcomes["search"]["recommended"]["run_id"] == outcomes["exhaustive"]["recommended"]["run_id"]
+    assert outcomes["search"]["recommended"]["config"]["model"] == "tiny.en"
+    summary = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert (summary["measured"], summary["skipped"]) == (1, 3)
+    exhaustive_seconds = sum(r["metrics"]["run_seconds"] for r in read_rows(tmp_path / "exhaustive"))
+    assert summary["run_seconds"] < exhaustive_seconds
+    skipped = [r for r in read_rows(tmp_path / "search") if r["status"] == "skipped"]
+    assert all(r["reason"].startswith("cannot win:") for r in skipped)

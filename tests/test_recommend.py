@@ -91,3 +91,23 @@ def test_deployment_snippet_adds_headroom_and_asks_for_guaranteed_qos() -> None:
     assert "WhisperModel('base', device=\"cpu\", compute_type='int8', cpu_threads=2" in snippet["python"]
     assert any("Guaranteed QoS" in note for note in snippet["notes"])
     assert deploy.snippet(rec["recommended"], headroom=0.5)["memory_mib"] == 525
+
+
+def test_quantization_may_cost_at_most_a_given_wer_increase() -> None:
+    budgets = {"wer_increase_vs": {"quantization": "float32", "max": 0.02}}
+    rec = _rec("feasible", budgets)
+    assert rec["recommended"]["run_id"] == "base-int8"  # +0.5 / +1.0 points against base float32
+    assert _why(rec)["tiny-int8"].startswith("wer_increase_vs_float32.en: no data")  # no tiny float32 measured
+    strict = _rec("feasible", {"wer_increase_vs": {"quantization": "float32", "max": 0.005}})
+    assert strict["recommended"]["run_id"] == "base-f32"
+    assert "wer_increase_vs_float32.pt +1.0 points > +0.5 points" in _why(strict)["base-int8"]
+
+
+def test_peaks_within_three_percent_are_a_tie() -> None:
+    rows = results.read_rows(GOLDEN / "ties.jsonl")
+    rows[0]["metrics"]["peak_rss_mb"] = 340.0  # base-int8-t2-slow: least memory, but 350 is within 3 %
+    rec = recommend(rows, {"peak_rss_mb": 400})
+    assert rec["recommended"]["run_id"] == "base-int8-t1"
+    assert "peak RSS within 3% (340.0 vs 350.0 MiB), slower p95 latency" in _why(rec)["base-int8-t2-slow"]
+    rows[0]["metrics"]["peak_rss_mb"] = 330.0  # 350 > 330 * 1.03: no longer a tie
+    assert recommend(rows, {"peak_rss_mb": 400})["recommended"]["run_id"] == "base-int8-t2-slow"

@@ -10,7 +10,8 @@ from typing import Any
 
 from harness import deploy, results
 from harness.errors import UserError
-from harness.recommend import flatten_budgets, parse_budget_overrides, recommend
+from harness.recommend import flatten_budgets, parse_budget_overrides, recommend, wer_increase
+from harness.scenario import BUDGET_WER_INCREASE
 from harness.report import plots
 from harness.scenario import load_scenario
 
@@ -94,8 +95,26 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "table": table,
         "figures": figures,
         "runs": [_run_detail(r, verdicts[r["run_id"]]) for r in rows],
+        "search": json.loads((run_dir / "search.json").read_text()) if (run_dir / "search.json").is_file() else None,
+        "run_seconds": round(sum(r["metrics"].get("run_seconds") or 0 for r in rows), 1),
+        "quantization_comparison": _quantization_comparison(measured, budgets),
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
+
+
+def _quantization_comparison(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, Any] | None:
+    """For a `wer_increase_vs` budget: every configuration's WER beside its reference quantization's."""
+    spec = budgets.get(BUDGET_WER_INCREASE)
+    if spec is None:
+        return None
+    lines = []
+    for row in rows:
+        if row["status"] != "ok" or row["config"]["quantization"] == spec["quantization"]:
+            continue
+        for c in wer_increase(row, rows, spec["quantization"]):
+            within = c["increase"] is not None and c["increase"] <= spec["max"]
+            lines.append({"name": plots.short_name(row), **c, "within": within})
+    return {"reference": spec["quantization"], "max": spec["max"], "lines": lines}
 
 
 def answer(rec: dict[str, Any], deployment: dict[str, Any] | None) -> str:
