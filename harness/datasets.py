@@ -83,6 +83,9 @@ def load_manifest(path: str | os.PathLike[str], name: str | None = None) -> list
             raise UserError(f"{where}: field 'audio': file not found: {audio}")
         if audio.stat().st_size == 0:
             raise UserError(f"{where}: field 'audio': file is empty: {audio}")
+        problem = audio_problem(audio)
+        if problem:
+            raise UserError(f"{where}: field 'audio': cannot decode {audio}: {problem}")
         duration = entry.get("duration_s")
         samples.append(Sample(
             id=entry["id"], lang=entry["lang"], audio=str(audio), text=entry["text"],
@@ -93,6 +96,22 @@ def load_manifest(path: str | os.PathLike[str], name: str | None = None) -> list
     if not samples:
         raise UserError(f"{path}: the manifest has no samples")
     return samples
+
+
+def audio_problem(path: Path) -> str | None:
+    """Why FFmpeg (PyAV, as the worker uses) cannot decode this file's audio, or None."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = next((st for st in container.streams if st.type == "audio"), None)
+            if stream is None:
+                return "no audio stream"
+            for _ in container.decode(stream):
+                return None
+            return "no decodable audio frame"
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
 
 
 def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None) -> list[Sample]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,6 +75,29 @@ def prepare_run_dir(run_dir: Path, scenario: Scenario, resume: bool) -> list[dic
     return results.read_rows(results_path) if resume else []
 
 
+@contextlib.contextmanager
+def machine_lock() -> Iterator[str | None]:
+    """Hold a per-machine lock while measuring; yield who else holds it (None: nobody)."""
+    path = models.cache_dir() / "measuring.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            yield f.read().strip() or "another process"
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"harness run (pid {os.getpid()})")
+        f.flush()
+        try:
+            yield None
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, resume: bool = False,
                  budgets: dict[str, Any] | None = None, search_mode: bool = False,
                  on_progress: Callable[[Progress], None] = lambda p: None) -> list[dict[str, Any]]:
@@ -90,22 +117,26 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
     if search_mode:
         todo = search.order(todo)
     languages = {s.lang for s in samples}
-    start = time.monotonic()
-    done = len(specs) - len(todo)
-    for spec in todo:
-        on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start))
-        why_not = search.cannot_win(spec, rows, budgets, languages) if search_mode else None
-        if why_not is not None:
-            row = results.skipped_row(spec, why_not, env, data)
-        elif search_mode:
-            row = measure_spec(spec, samples, run_dir, env, data, stop_when=search.stop_rules(budgets),
-                               memory_budget_mb=budgets.get("peak_rss_mb"))
-        else:
-            row = measure_spec(spec, samples, run_dir, env, data)
-        results.append_row(run_dir / results.RESULTS_FILE, row)
-        rows.append(row)
-        done += 1
-        on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start))
+    with machine_lock() as other:
+        if other is not None:
+            warnings.warn(f"{other} is measuring on this machine too: concurrent runs compete for CPU and "
+                          "memory bandwidth and distort each other's timings", stacklevel=2)
+            env["concurrent_run"] = other
+        start, done = time.monotonic(), len(specs) - len(todo)
+        for spec in todo:
+            on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start))
+            why_not = search.cannot_win(spec, rows, budgets, languages) if search_mode else None
+            if why_not is not None:
+                row = results.skipped_row(spec, why_not, env, data)
+            elif search_mode:
+                row = measure_spec(spec, samples, run_dir, env, data, stop_when=search.stop_rules(budgets),
+                                   memory_budget_mb=budgets.get("peak_rss_mb"))
+            else:
+                row = measure_spec(spec, samples, run_dir, env, data)
+            results.append_row(run_dir / results.RESULTS_FILE, row)
+            rows.append(row)
+            done += 1
+            on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start))
     order = {s.run_id: i for i, s in enumerate(specs)}
     rows.sort(key=lambda r: order.get(r["run_id"], len(order)))
     results.write_summary(rows, run_dir / results.SUMMARY_FILE)

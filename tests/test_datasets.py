@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import wave
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,17 @@ from harness import datasets
 from harness.errors import UserError
 
 
+def _wav(path: Path, seconds: float = 0.5) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * int(16000 * seconds))
+
+
 def _manifest(folder: Path, entries: list[dict | str]) -> Path:
     (folder / "audio").mkdir(parents=True, exist_ok=True)
-    (folder / "audio" / "a.wav").write_bytes(b"RIFF....WAVEfmt ")
+    _wav(folder / "audio" / "a.wav")
     path = folder / "manifest.jsonl"
     path.write_text("\n".join(e if isinstance(e, str) else json.dumps(e) for e in entries) + "\n")
     return path
@@ -48,6 +57,13 @@ def test_bad_manifests(tmp_path: Path, entries: list, expected: list[str]) -> No
     assert str(path) in str(info.value)
     for fragment in expected:
         assert fragment in str(info.value)
+
+
+def test_corrupt_audio_is_found_before_anything_runs(tmp_path: Path) -> None:
+    path = _manifest(tmp_path, [GOOD])
+    (tmp_path / "audio" / "a.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" * 20)
+    with pytest.raises(UserError, match=r"manifest.jsonl:1: field 'audio': cannot decode .*a.wav"):
+        datasets.load_manifest(path)
 
 
 def test_empty_audio_and_non_utf8(tmp_path: Path) -> None:

@@ -131,3 +131,16 @@ matrix: {model: [tiny.en]}
     [row] = read_rows(tmp_path / "run")
     assert row["status"] == "skipped" and "English-only" in row["reason"]
     assert not (tmp_path / "run" / "logs" / f"{row['run_id']}.log").exists()  # no worker was started
+
+
+def test_a_concurrent_run_is_warned_about_and_recorded(tmp_path: Path) -> None:
+    from harness.sweep import machine_lock
+
+    scenario = write_scenario(tmp_path / "c.yaml", ONE_SAMPLE + "name: c\nmatrix: {model: [tiny.en]}\n")
+    with machine_lock() as other:
+        assert other is None
+        result = run_cli("run", str(scenario), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "is measuring on this machine too" in result.stderr
+    [row] = read_rows(tmp_path / "run")
+    assert row["status"] == "ok" and row["environment"]["concurrent_run"].startswith("harness run (pid ")
