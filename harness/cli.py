@@ -1,12 +1,14 @@
 """Command line: `harness run`, `harness report`, `harness models list`, `harness datasets build-default`.
 
-Exit status: 0 success, 2 bad input (a clear message, no traceback), 130 / 143 interrupted by
-SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs the rest).
+Exit status: 0 success, 1 a failure to act on (e.g. the disk is full), 2 bad input (a clear message,
+no traceback), 130 / 143 interrupted by SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs
+the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import signal
 import sys
@@ -16,7 +18,10 @@ from types import FrameType
 
 from rich.console import Console
 
-from harness.errors import UserError
+from harness.errors import HarnessError, UserError
+
+
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 class Terminated(Exception):
@@ -83,9 +88,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "models":
                 return cmd_models(console)
             return cmd_datasets(console)
-    except UserError as exc:
+    except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        console.print(f"[red]error:[/] cannot write {exc.filename or 'the output'}: {exc.strerror}; "
+                      "results saved so far are intact (resume with --resume DIR)", soft_wrap=True)
+        return 1
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -106,9 +117,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and args.out:
         raise UserError("--resume DIR already names the run directory; drop --out")
     budgets = parse_budget_overrides(args.budget, scenario.budgets)  # a bad --budget fails before measuring
-    names = tuple(args.dataset) or scenario.datasets
-    samples = datasets.select(datasets.load_datasets(names, scenario.path.parent),
-                              scenario.languages, scenario.max_samples_per_language)
+    if args.dataset:
+        loaded = datasets.load_datasets(args.dataset, origin="--dataset")
+    else:
+        loaded = datasets.load_datasets(scenario.datasets, scenario.path.parent, f"{args.scenario}: field 'datasets'")
+    samples = datasets.select(loaded, scenario.languages, scenario.max_samples_per_language)
     if not samples:
         raise UserError(f"{args.scenario}: no samples left after the languages filter {list(scenario.languages or [])}")
     run_dir = args.resume or args.out or sweep.default_run_dir(scenario)

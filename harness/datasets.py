@@ -114,22 +114,24 @@ def audio_problem(path: Path) -> str | None:
         return str(exc) or type(exc).__name__
 
 
-def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None) -> list[Sample]:
-    """'default' or manifest paths (relative to the working directory, else to `base_dir`)."""
+def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None,
+                  origin: str = "dataset") -> list[Sample]:
+    """'default' or manifest paths (relative to the working directory, else to `base_dir`).
+    `origin` names where the list came from in errors, e.g. "s.yaml: field 'datasets'"."""
     samples: list[Sample] = []
-    for name in names:
+    for i, name in enumerate(names):
         if name == DEFAULT:
             samples += load_manifest(build_default(), name=DEFAULT)
             continue
-        path = Path(name).expanduser()
-        if not path.exists() and base_dir is not None and (base_dir / path).exists():
-            path = base_dir / path
-        if path.is_dir():
-            path = path / "manifest.jsonl"
-        if not path.is_file():
-            raise UserError(f"dataset {name!r}: manifest not found (looked for {path}); give 'default' "
-                            "or the path of a manifest .jsonl")
-        samples += load_manifest(path)
+        tried = [Path(name).expanduser()]
+        if base_dir is not None and not tried[0].is_absolute():
+            tried.append(base_dir / tried[0])
+        tried = [p / "manifest.jsonl" if p.is_dir() else p for p in tried]
+        found = next((p for p in tried if p.is_file()), None)
+        if found is None:
+            raise UserError(f"{origin}[{i}]: manifest not found: {name!r} (looked for "
+                            f"{' and '.join(str(p) for p in tried)}); give 'default' or the path of a manifest .jsonl")
+        samples += load_manifest(found)
     ids = [s.id for s in samples]
     if len(ids) != len(set(ids)):
         dup = next(i for i in ids if ids.count(i) > 1)

@@ -1,4 +1,4 @@
-"""Errors the user can fix. The CLI prints them without a traceback and exits with status 2."""
+"""Errors the user can fix. The CLI prints them without a traceback and exits with their status."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import difflib
 from collections.abc import Iterable
 
 
-class UserError(Exception):
-    """Bad input: a scenario, a manifest, a command-line value, a results file."""
+class HarnessError(Exception):
+    """A failure the user can act on (e.g. the disk is full); printed without a traceback, status 1."""
+
+    exit_code = 1
+
+
+class UserError(HarnessError):
+    """Bad input: a scenario, a manifest, a command-line value, a results file. Status 2."""
 
     exit_code = 2
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -142,8 +143,9 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write to {path} ({written} of {len(data)} bytes): is the disk full?")
+        if written != len(data):  # a partial line: cut it off so the file stays whole lines
+            os.ftruncate(fd, os.fstat(fd).st_size - written)
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
         os.fsync(fd)
     finally:
         os.close(fd)

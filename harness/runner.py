@@ -65,7 +65,7 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
     cgroup_parent = delegated_cgroup() if cap_mb is not None else None
     with tempfile.TemporaryDirectory(prefix="harness-job-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_path.write_text(json.dumps(job), encoding="utf-8")
+        job_path.write_text(json.dumps({**job, "parent_pid": os.getpid()}), encoding="utf-8")
         argv = [sys.executable, "-m", "harness.worker", str(job_path), str(result_path)]
         cgroup = CgroupCap(cgroup_parent, f"harness-{os.getpid()}-{Path(tmp).name}", cap_mb) if cgroup_parent else None
         log_path.parent.mkdir(parents=True, exist_ok=True)

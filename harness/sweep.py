@@ -18,7 +18,7 @@ from typing import Any
 from harness import environment, models, results, search
 from harness.catalog import is_english_only
 from harness.datasets import Sample
-from harness.errors import UserError
+from harness.errors import HarnessError, UserError
 from harness.runner import run_child
 from harness.scenario import RunSpec, Scenario, available_cpus, parse_cpu_list
 
@@ -133,7 +133,13 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
                                    memory_budget_mb=budgets.get("peak_rss_mb"))
             else:
                 row = measure_spec(spec, samples, run_dir, env, data)
-            results.append_row(run_dir / results.RESULTS_FILE, row)
+            try:
+                results.append_row(run_dir / results.RESULTS_FILE, row)
+            except OSError as exc:
+                raise HarnessError(
+                    f"cannot save the result of {spec.run_id} to {run_dir / results.RESULTS_FILE}: "
+                    f"{exc.strerror or exc}. The {len(rows)} configuration(s) saved before are intact; "
+                    f"make room and run again with --resume {run_dir}") from None
             rows.append(row)
             done += 1
             on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start))

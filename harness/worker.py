@@ -125,10 +125,22 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when the harness dies, even by SIGKILL (Linux)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the harness died before the request took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     job_path, result_path = argv
     with open(job_path, encoding="utf-8") as f:
         job = json.load(f)
+    die_with_parent(job["parent_pid"])
     phases = {"start": time.monotonic()}
     if job["cpus"] is not None:
         os.sched_setaffinity(0, job["cpus"])

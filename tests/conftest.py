@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psutil
@@ -14,19 +15,34 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DEV = REPO.parent / "shared" / "datasets" / "real-dev"
 
 
+# Marks the processes this test session starts (workers inherit it), so that a benchmark running
+# beside the tests is not mistaken for a leftover.
+SESSION_MARK = uuid.uuid4().hex
+CLI_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HARNESS_TEST_SESSION": SESSION_MARK}
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, as a user runs it (offline: no model hub, even where reachable)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, timeout=timeout, check=False, env=env)
+                          cwd=cwd or REPO, timeout=timeout, check=False, env=CLI_ENV)
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=CLI_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def worker_processes() -> list[psutil.Process]:
+    """Worker children started by this test session that are still alive."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "harness.worker" in cmdline:
-            found.append(proc)
+        if "harness.worker" not in (proc.info["cmdline"] or []):
+            continue
+        try:
+            if proc.environ().get("HARNESS_TEST_SESSION") == SESSION_MARK and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
     return found
 
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_rows, run_cli, worker_processes, write_scenario
+from conftest import read_rows, run_cli, start_cli, worker_processes, write_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +92,7 @@ name: int
 matrix: {model: [tiny.en], quantization: [int8], threads: [1, 2]}
 """)
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(scenario), "--out", str(run_dir)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("run", str(scenario), "--out", str(run_dir))
     try:
         deadline = time.monotonic() + 300
         results = run_dir / "results.jsonl"

@@ -1,0 +1,140 @@
+"""A systematic suite of bad inputs given to the real CLI: each ends with exit status 2, a message
+naming the file, the field (or line) and the value, and no traceback."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+SCENARIO = """name: bad
+datasets: [DATASET]
+repeats: 1
+matrix:
+  model: [tiny.en]
+  quantization: [int8]
+  threads: [1]
+  cpu_pinning: [none]
+"""
+GOOD_LINE = {"id": "a", "lang": "en", "audio": "a.wav", "text": "hello"}
+
+
+def _wav(path: Path) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * 8000)
+
+
+def scenario_case(text: str, *fragments: str) -> tuple[str, dict, list[str]]:
+    return ("scenario", {"text": text}, list(fragments))
+
+
+def manifest_case(lines: list, *fragments: str, audio: bytes | None = None) -> tuple[str, dict, list[str]]:
+    return ("manifest", {"lines": lines, "audio": audio}, list(fragments))
+
+
+BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdef", "bcdefg"))
+CASES = {
+    "malformed YAML": scenario_case("name: [bad\n", "not valid YAML"),
+    "YAML alias bomb": scenario_case(BOMB, "alias"),
+    "unknown top-level key": scenario_case(SCENARIO + "repeat: 2\n", "unknown key 'repeat'", "did you mean 'repeats'"),
+    "unknown matrix key": scenario_case(SCENARIO.replace("threads:", "thread:"), "'matrix.thread'", "did you mean 'threads'"),
+    "wrong type": scenario_case(SCENARIO.replace("repeats: 1", "repeats: [1]"), "field 'repeats'", "[1]", "integer >= 1"),
+    "empty matrix axis": scenario_case(SCENARIO.replace("model: [tiny.en]", "model: []"), "'matrix.model'", "non-empty"),
+    "matrix not a mapping": scenario_case("name: bad\nmatrix: [tiny.en]\n", "field 'matrix'", "mapping"),
+    "missing matrix": scenario_case("name: bad\n", "missing required key 'matrix'"),
+    "zero threads": scenario_case(SCENARIO.replace("threads: [1]", "threads: [0]"), "'matrix.threads[0]'", "0", ">= 1"),
+    "negative threads": scenario_case(SCENARIO.replace("threads: [1]", "threads: [-4]"), "'matrix.threads[0]'", "-4"),
+    "pinning to CPUs that do not exist": scenario_case(SCENARIO.replace("cpu_pinning: [none]", "cpu_pinning: ['0,512']"),
+                                                       "'matrix.cpu_pinning[0]'", "0,512", "do not exist"),
+    "unknown backend": scenario_case(SCENARIO + "  backend: [whisperx]\n", "'matrix.backend[0]'", "whisperx", "faster-whisper"),
+    "unknown model": scenario_case(SCENARIO.replace("[tiny.en]", "[huge]"), "'matrix.model[0]'", "huge", "tiny.en"),
+    "model directory missing": scenario_case(SCENARIO.replace("[tiny.en]", "[./no/such/model]"), "'matrix.model[0]'", "existing directory"),
+    "unknown quantization": scenario_case(SCENARIO.replace("[int8]", "[int3]"), "'matrix.quantization[0]'", "int3", "float32"),
+    "unknown chunking mode": scenario_case(SCENARIO + "  chunking: [{mode: sliding}]\n", "'matrix.chunking[0].mode'", "sliding", "whole"),
+    "budget with an unknown metric": scenario_case(SCENARIO + "budgets: {p99_s: 2}\n", "unknown key 'budgets.p99_s'"),
+    "budget WER as a percentage": scenario_case(SCENARIO + "budgets: {wer: {en: 12}}\n", "'budgets.wer.en'", "12", "fraction"),
+    "negative timeout": scenario_case(SCENARIO + "timeout_s: -1\n", "field 'timeout_s'", "-1", "> 0"),
+    "unknown language": scenario_case(SCENARIO + "languages: [klingon]\n", "field 'languages[0]'", "klingon"),
+    "bad run name": scenario_case(SCENARIO.replace("name: bad", "name: ../escape"), "field 'name'", "../escape"),
+    "exclude removes everything": scenario_case(SCENARIO + "exclude: [{model: tiny.en}]\n", "every configuration", "excluded"),
+    "missing dataset": scenario_case(SCENARIO.replace("DATASET", "no/such/manifest.jsonl"), "no/such/manifest.jsonl", "manifest not found"),
+    "manifest: missing audio": manifest_case([{**GOOD_LINE, "audio": "gone.wav"}], ":1:", "field 'audio'", "file not found"),
+    "manifest: corrupt audio": manifest_case([GOOD_LINE], ":1:", "field 'audio'", "cannot decode", audio=b"RIFF\x00\x01garbage" * 10),
+    "manifest: zero-length audio": manifest_case([GOOD_LINE], ":1:", "field 'audio'", "empty", audio=b""),
+    "manifest: empty text": manifest_case([{**GOOD_LINE, "text": " "}], ":1:", "field 'text'"),
+    "manifest: non-UTF-8 bytes": manifest_case([b'{"id": "a\xff", "lang": "en"}'], ":1:", "not UTF-8"),
+    "manifest: duplicate ids": manifest_case([GOOD_LINE, GOOD_LINE], ":2:", "duplicate id 'a'"),
+    "manifest: path escaping its folder": manifest_case([{**GOOD_LINE, "audio": "../../etc/passwd"}], ":1:", "escapes"),
+    "manifest: unknown language": manifest_case([{**GOOD_LINE, "lang": "xx"}], ":1:", "field 'lang'", "'xx'"),
+    "manifest: not JSON": manifest_case(["id: a"], ":1:", "not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_input(tmp_path: Path, case: str) -> None:
+    kind, spec, fragments = CASES[case]
+    scenario = tmp_path / "scenario.yaml"
+    if kind == "scenario":
+        scenario.write_text(spec["text"].replace("DATASET", "default"))
+        named = scenario
+    else:
+        data = tmp_path / "data"
+        data.mkdir()
+        audio = data / "a.wav"
+        _wav(audio) if spec["audio"] is None else audio.write_bytes(spec["audio"])
+        manifest = data / "manifest.jsonl"
+        manifest.write_bytes(b"\n".join(line if isinstance(line, bytes) else
+                                        (line if isinstance(line, str) else json.dumps(line)).encode() for line in spec["lines"]) + b"\n")
+        scenario.write_text(SCENARIO.replace("DATASET", str(manifest)))
+        named = manifest
+    result = run_cli("run", str(scenario), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())  # rich may wrap long lines
+    assert str(named) in message or named.name in message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert not (tmp_path / "run" / "results.jsonl").exists()  # rejected before anything ran
+
+
+def test_unwritable_output_directory(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.replace("DATASET", "default"))
+    result = run_cli("run", str(scenario), "--out", "/proc/harness-run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "/proc/harness-run" in result.stderr and "not writable" in result.stderr
+
+
+def test_bad_budget_on_the_command_line(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.replace("DATASET", "default"))
+    result = run_cli("run", str(scenario), "--budget", "wer.en=12")
+    assert result.returncode == 2 and "--budget 'wer.en=12'" in result.stderr and "fraction" in result.stderr
+
+
+def test_results_of_an_unknown_schema_version_given_to_report(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.jsonl").write_text(json.dumps({"schema_version": 7, "run_id": "x"}) + "\n")
+    result = run_cli("report", str(run_dir))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "results.jsonl:1: field 'schema_version': 7 is not supported" in " ".join(result.stderr.split())
+
+
+def test_report_of_a_directory_without_results(tmp_path: Path) -> None:
+    result = run_cli("report", str(tmp_path))
+    assert result.returncode == 2 and "cannot read results" in result.stderr
+
+
+def test_missing_scenario_file(tmp_path: Path) -> None:
+    result = run_cli("run", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "scenario file not found" in result.stderr and "nope.yaml" in result.stderr
+
+
