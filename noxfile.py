@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime, timezone
+from pathlib import Path
 
 import nox
 
@@ -46,6 +48,31 @@ def tests(session: nox.Session) -> None:
     ensure_debian_packages(session, "espeak-ng", "chromium")  # chromium: the report is checked in a browser
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def nightly(session: nox.Session) -> None:
+    """The nightly regression job, as CI runs it: scenarios/nightly.yaml, then `harness compare`
+    against the baseline saved for this machine class (exit 1 on a regression), then the trend index.
+    `-- --save-baseline` saves the run as that baseline instead of comparing."""
+    ensure_debian_packages(session, "espeak-ng")
+    session.install(".")
+    run_dir = f"reports/nightly-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    session.run("harness", "run", "scenarios/nightly.yaml", "--out", run_dir)
+    Path("reports/LATEST").write_text(run_dir + "\n")  # for CI steps that publish the run
+    session.run("harness", "report", "--index", "reports")
+    if "--save-baseline" in session.posargs:
+        session.run("harness", "baseline", "save", run_dir, "--name", "nightly")
+        return
+    session.run("harness", "compare", "baseline:nightly", run_dir, "--missing-baseline-ok")
+
+
+@nox.session
+def microbench(session: nox.Session) -> None:
+    """pytest-benchmark micro-benchmarks (not part of `nox -s tests`); results saved under .benchmarks/.
+    Compare with an earlier save: `nox -s microbench -- --benchmark-compare --benchmark-compare-fail=mean:10%`."""
+    session.install(".[test]")
+    session.run("pytest", "-o", "addopts=", "tests/benchmarks", "--benchmark-autosave", *session.posargs)
 
 
 @nox.session

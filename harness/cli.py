@@ -1,4 +1,4 @@
-"""Command line: `harness run`, `harness report`, `harness models list`, `harness datasets build-default`.
+"""Command line: `harness run`, `report`, `compare`, `baseline save`, `models list`, `datasets build-default`.
 
 Exit status: 0 success, 1 a failure to act on (e.g. the disk is full), 2 bad input (a clear message,
 no traceback), 130 / 143 interrupted by SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs
@@ -55,6 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead: build REPORTS_DIR/index.html listing every run directory in it")
     _report_options(report)
 
+    compare = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a regression")
+    compare.add_argument("baseline", help="run directory, results file, or baseline:NAME (saved for this machine class)")
+    compare.add_argument("current", type=Path, help="run directory or results file")
+    compare.add_argument("--policy", type=Path, help="YAML/JSON file overriding the default thresholds")
+    compare.add_argument("--out", type=Path, help="where compare.txt/.md/.json go (default: the current run directory)")
+    compare.add_argument("--allow-other-machine", action="store_true",
+                         help="compare even if the baseline was measured on another machine class")
+    compare.add_argument("--missing-baseline-ok", action="store_true",
+                         help="with baseline:NAME, warn and exit 0 when no such baseline exists for this machine class")
+
+    baseline = sub.add_parser("baseline", help="baselines kept in the repository, per machine class")
+    save = baseline.add_subparsers(dest="action", required=True).add_parser("save", help="save a run as a baseline")
+    save.add_argument("run_dir", type=Path)
+    save.add_argument("--name", required=True)
+    save.add_argument("--root", type=Path, default=Path("baselines"), help="baselines folder (default: baselines/)")
+
     models = sub.add_parser("models", help="Whisper models available locally")
     models.add_subparsers(dest="action", required=True).add_parser("list", help="list local models")
 
@@ -85,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_run(args, console)
             if args.command == "report":
                 return cmd_report(args, console)
+            if args.command == "compare":
+                return cmd_compare(args, console)
+            if args.command == "baseline":
+                return cmd_baseline(args, console)
             if args.command == "models":
                 return cmd_models(console)
             return cmd_datasets(console)
@@ -165,6 +185,33 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if args.run_dir is None:
         raise UserError("harness report: give a run directory, or --index REPORTS_DIR")
     _render_report(args.run_dir, args, console)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from harness import baselines, compare
+
+    policy = compare.load_policy(args.policy)
+    try:
+        baseline = baselines.resolve(args.baseline, args.current)
+    except baselines.NoBaseline as exc:
+        if not args.missing_baseline_ok:
+            raise
+        console.print(f"[yellow]warning:[/] {exc}; nothing compared")
+        return 0
+    report = compare.compare(baseline, args.current, policy, args.allow_other_machine)
+    out_dir = args.out or (args.current if args.current.is_dir() else args.current.parent)
+    paths = compare.write_outputs(report, out_dir)
+    print(compare.to_text(report), end="")
+    console.print(f"comparison: {paths['text']}, {paths['markdown'].name}, {paths['json'].name}")
+    return 1 if report["regression"] else 0
+
+
+def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
+    from harness import baselines
+
+    path = baselines.save(args.run_dir, args.name, args.root)
+    console.print(f"baseline saved: {path} (commit it so CI compares against it)")
     return 0
 
 

@@ -1,0 +1,221 @@
+"""Baseline vs current results -> a verdict per configuration and metric, and a regression exit code.
+
+Noise-aware: warm latency and RTF are `worse` only when the ratio of medians passes a threshold AND
+the per-timing samples differ significantly (two-sided Mann-Whitney U); with too few timings the
+evidence is reported as insufficient. Peak RSS is `worse` only past both a relative and an absolute
+margin. WER is compared in absolute points per language. Any ok -> oom/error/timeout is a regression.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import results
+from harness.errors import UserError
+
+DEFAULT_POLICY: dict[str, Any] = {
+    "peak_rss": {"max_increase_fraction": 0.05, "max_increase_mb": 20.0},
+    "latency": {"max_ratio": 1.15, "alpha": 0.05, "min_samples": 6, "insufficient_is_regression": False},
+    "wer": {"max_increase_points": 1.0},
+    "status_regressions": ["oom", "error", "timeout"],
+}
+VERDICTS = ("better", "worse", "within noise", "insufficient evidence", "new", "missing")
+
+
+def load_policy(path: Path | None) -> dict[str, Any]:
+    """The default policy, with any threshold the policy file (YAML or JSON) sets."""
+    policy = json.loads(json.dumps(DEFAULT_POLICY))
+    if path is None:
+        return policy
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: cannot read the policy: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of policy sections ({', '.join(DEFAULT_POLICY)})")
+    for section, value in raw.items():
+        if section not in policy:
+            raise UserError(f"{path}: unknown policy section {section!r}; allowed: {', '.join(DEFAULT_POLICY)}")
+        if section == "status_regressions":
+            if not isinstance(value, list):
+                raise UserError(f"{path}: field 'status_regressions': expected a list of statuses")
+            policy[section] = value
+            continue
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: field '{section}': expected a mapping")
+        for key, v in value.items():
+            if key not in policy[section]:
+                raise UserError(f"{path}: unknown key '{section}.{key}'; allowed: {', '.join(policy[section])}")
+            if not isinstance(v, type(policy[section][key])) and not (isinstance(v, int) and isinstance(policy[section][key], float)):
+                raise UserError(f"{path}: field '{section}.{key}': invalid value {v!r}; expected "
+                                f"{type(policy[section][key]).__name__}")
+            policy[section][key] = v
+    return policy
+
+
+def machine_class(env: dict[str, Any]) -> str:
+    """What makes timings comparable: the CPU model and the number of logical cores."""
+    return f"{env.get('cpu', 'unknown CPU')} x{env.get('logical_cores', '?')}"
+
+
+def _warm(row: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Per-timing latencies and per-timing RTFs (latency / audio seconds)."""
+    latencies, rtfs = [], []
+    for s in row.get("samples", []):
+        for t in s.get("latency_s", []):
+            latencies.append(t)
+            rtfs.append(t / s["audio_s"] if s.get("audio_s") else t)
+    return latencies, rtfs
+
+
+def _timing_verdict(base: list[float], cur: list[float], policy: dict[str, Any]) -> dict[str, Any]:
+    from scipy.stats import mannwhitneyu
+
+    p = policy["latency"]
+    if len(base) < p["min_samples"] or len(cur) < p["min_samples"]:
+        return {"verdict": "insufficient evidence", "baseline": _median(base), "current": _median(cur),
+                "detail": f"{len(base)} vs {len(cur)} timings; at least {p['min_samples']} per side are needed"}
+    b, c = statistics.median(base), statistics.median(cur)
+    ratio = c / b if b else float("inf")
+    p_value = float(mannwhitneyu(base, cur, alternative="two-sided").pvalue)
+    significant = p_value < p["alpha"]
+    if ratio > p["max_ratio"] and significant:
+        verdict = "worse"
+    elif ratio < 1 / p["max_ratio"] and significant:
+        verdict = "better"
+    else:
+        verdict = "within noise"
+    return {"verdict": verdict, "baseline": b, "current": c, "ratio": round(ratio, 4), "p_value": round(p_value, 6),
+            "detail": f"median x{ratio:.3f}, Mann-Whitney p = {p_value:.3g} ({len(base)} vs {len(cur)} timings)"}
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _rss_verdict(base: float, cur: float, policy: dict[str, Any]) -> dict[str, Any]:
+    p = policy["peak_rss"]
+    delta = cur - base
+    past = abs(delta) > p["max_increase_fraction"] * base and abs(delta) > p["max_increase_mb"]
+    verdict = ("worse" if delta > 0 else "better") if past else "within noise"
+    return {"verdict": verdict, "baseline": base, "current": cur, "delta": round(delta, 1),
+            "detail": f"{delta:+.1f} MiB ({delta / base:+.1%})"}
+
+
+def _wer_verdict(base: float, cur: float, policy: dict[str, Any]) -> dict[str, Any]:
+    points = 100 * (cur - base)
+    limit = policy["wer"]["max_increase_points"]
+    verdict = "worse" if points > limit else "better" if points < -limit else "within noise"
+    return {"verdict": verdict, "baseline": base, "current": cur, "delta_points": round(points, 2),
+            "detail": f"{points:+.1f} points"}
+
+
+def compare_rows(baseline: list[dict[str, Any]], current: list[dict[str, Any]], policy: dict[str, Any]) -> dict[str, Any]:
+    base_by_id = {r["run_id"]: r for r in baseline if not r.get("profiler")}
+    cur_by_id = {r["run_id"]: r for r in current if not r.get("profiler")}
+    configs = []
+    for run_id in list(base_by_id) + [i for i in cur_by_id if i not in base_by_id]:
+        b, c = base_by_id.get(run_id), cur_by_id.get(run_id)
+        entry: dict[str, Any] = {"run_id": run_id, "metrics": {}}
+        if b is None or c is None:
+            entry["metrics"]["status"] = {"verdict": "new" if b is None else "missing",
+                                          "baseline": b and b["status"], "current": c and c["status"], "detail": ""}
+        else:
+            entry["metrics"] = _compare_pair(b, c, policy)
+        entry["regression"] = any(m["verdict"] == "worse" for m in entry["metrics"].values()) or (
+            policy["latency"]["insufficient_is_regression"]
+            and any(m["verdict"] == "insufficient evidence" for m in entry["metrics"].values()))
+        configs.append(entry)
+    return {"policy": policy, "configs": configs, "regression": any(e["regression"] for e in configs)}
+
+
+def _compare_pair(b: dict[str, Any], c: dict[str, Any], policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    flipped = b["status"] == "ok" and c["status"] in policy["status_regressions"]
+    recovered = b["status"] in policy["status_regressions"] and c["status"] == "ok"
+    out["status"] = {"verdict": "worse" if flipped else "better" if recovered else "within noise",
+                     "baseline": b["status"], "current": c["status"],
+                     "detail": f"{b['status']} -> {c['status']}" + (f": {c['reason'].splitlines()[0]}" if flipped and c.get("reason") else "")}
+    if b["status"] != "ok" or c["status"] != "ok":
+        return out
+    out["peak_rss_mb"] = _rss_verdict(b["metrics"]["peak_rss_mb"], c["metrics"]["peak_rss_mb"], policy)
+    (b_lat, b_rtf), (c_lat, c_rtf) = _warm(b), _warm(c)
+    out["latency"] = _timing_verdict(b_lat, c_lat, policy)
+    out["rtf"] = _timing_verdict(b_rtf, c_rtf, policy)
+    for lang in sorted(set(b["metrics"].get("languages", {})) | set(c["metrics"].get("languages", {}))):
+        bw = b["metrics"].get("languages", {}).get(lang, {}).get("wer")
+        cw = c["metrics"].get("languages", {}).get(lang, {}).get("wer")
+        if bw is None or cw is None:
+            out[f"wer.{lang}"] = {"verdict": "new" if bw is None else "missing", "baseline": bw, "current": cw, "detail": ""}
+        else:
+            out[f"wer.{lang}"] = _wer_verdict(bw, cw, policy)
+    return out
+
+
+def load_side(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and environment of a run directory or results file."""
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory or results file")
+    rows = results.read_rows(path)
+    if not rows:
+        raise UserError(f"{path}: no results")
+    env_file = (path if path.is_dir() else path.parent) / "environment.json"
+    env = json.loads(env_file.read_text()) if path.is_dir() and env_file.is_file() else rows[0].get("environment", {})
+    return rows, env
+
+
+def compare(baseline: Path, current: Path, policy: dict[str, Any], allow_other_machine: bool = False) -> dict[str, Any]:
+    base_rows, base_env = load_side(baseline)
+    cur_rows, cur_env = load_side(current)
+    base_class, cur_class = machine_class(base_env), machine_class(cur_env)
+    if base_class != cur_class and not allow_other_machine:
+        raise UserError(f"machine mismatch: the baseline {baseline} was measured on '{base_class}', the current run "
+                        f"{current} on '{cur_class}'; timings are not comparable across machines. Save a baseline "
+                        "on this machine (harness baseline save) or pass --allow-other-machine")
+    report = compare_rows(base_rows, cur_rows, policy)
+    report.update(baseline=str(baseline), current=str(current), machine={"baseline": base_class, "current": cur_class},
+                  machine_mismatch=base_class != cur_class)
+    return report
+
+
+def to_text(report: dict[str, Any], markdown: bool = False) -> str:
+    lines = []
+    verdict = "REGRESSION" if report["regression"] else "no regression"
+    if markdown:
+        lines += [f"## Comparison: {verdict}", "", f"Baseline `{report['baseline']}`, current `{report['current']}`.", ""]
+        if report.get("machine_mismatch"):
+            lines += [f"> **Machine mismatch**: {report['machine']['baseline']} vs {report['machine']['current']}.", ""]
+        lines += ["| configuration | metric | verdict | baseline | current | detail |", "|---|---|---|---:|---:|---|"]
+    else:
+        lines += [f"comparison: {verdict}  (baseline {report['baseline']}, current {report['current']})"]
+        if report.get("machine_mismatch"):
+            lines += [f"MACHINE MISMATCH: {report['machine']['baseline']} vs {report['machine']['current']}"]
+    for entry in report["configs"]:
+        for metric, m in entry["metrics"].items():
+            cells = [entry["run_id"], metric, m["verdict"], _show(m.get("baseline")), _show(m.get("current")), m.get("detail", "")]
+            if markdown:
+                lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+            else:
+                lines.append("  ".join([f"{cells[0]:<58}", f"{cells[1]:<12}", f"{cells[2]:<21}", f"{cells[3]:>9}",
+                                        f"{cells[4]:>9}", cells[5]]))
+    return "\n".join(lines) + "\n"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    return "-" if value is None else str(value)
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"text": out_dir / "compare.txt", "markdown": out_dir / "compare.md", "json": out_dir / "compare.json"}
+    paths["text"].write_text(to_text(report))
+    paths["markdown"].write_text(to_text(report, markdown=True))
+    paths["json"].write_text(json.dumps(report, indent=2))
+    return paths

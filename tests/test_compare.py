@@ -1,0 +1,164 @@
+"""`harness compare` on golden result sets, through the real CLI: verdicts and exit statuses."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from harness import baselines, compare, results
+from harness.errors import UserError
+
+BASELINE = Path(__file__).parent / "golden" / "compare" / "baseline.jsonl"
+
+
+def variant(tmp_path: Path, change=None, name: str = "current.jsonl") -> Path:
+    rows = results.read_rows(BASELINE)
+    if change:
+        for row in rows:
+            change(row)
+    path = tmp_path / name
+    for row in rows:
+        results.append_row(path, row)
+    return path
+
+
+def run_compare(tmp_path: Path, current: Path, *extra: str) -> tuple[int, dict]:
+    result = run_cli("compare", str(BASELINE), str(current), "--out", str(tmp_path / "out"), *extra)
+    assert "Traceback" not in result.stderr
+    report = json.loads((tmp_path / "out" / "compare.json").read_text()) if result.returncode in (0, 1) else {}
+    return result.returncode, report
+
+
+def verdicts(report: dict, run_id: str = "base-int8") -> dict[str, str]:
+    entry = next(e for e in report["configs"] if e["run_id"] == run_id)
+    return {metric: m["verdict"] for metric, m in entry["metrics"].items()}
+
+
+def test_identical_runs_exit_0(tmp_path: Path) -> None:
+    code, report = run_compare(tmp_path, variant(tmp_path))
+    assert code == 0 and not report["regression"]
+    assert set(verdicts(report).values()) == {"within noise"}
+    assert (tmp_path / "out" / "compare.md").read_text().startswith("## Comparison: no regression")
+
+
+def test_a_30_percent_peak_rss_increase_exits_1(tmp_path: Path) -> None:
+    def grow(row):
+        row["metrics"]["peak_rss_mb"] *= 1.30
+    code, report = run_compare(tmp_path, variant(tmp_path, grow))
+    assert code == 1
+    assert verdicts(report)["peak_rss_mb"] == "worse"
+    assert "REGRESSION" in (tmp_path / "out" / "compare.txt").read_text()
+
+
+def test_small_rss_changes_are_noise_below_both_margins(tmp_path: Path) -> None:
+    def grow(row):
+        row["metrics"]["peak_rss_mb"] += 19.0  # +4.9 % of 390 MiB and under 20 MiB
+    code, report = run_compare(tmp_path, variant(tmp_path, grow))
+    assert code == 0 and verdicts(report)["peak_rss_mb"] == "within noise"
+
+
+def test_a_latency_change_inside_the_noise_exits_0(tmp_path: Path) -> None:
+    rng = random.Random(11)
+
+    def jitter(row):
+        for s in row["samples"]:
+            s["latency_s"] = [t * rng.uniform(0.9, 1.12) for t in s["latency_s"]]
+    code, report = run_compare(tmp_path, variant(tmp_path, jitter))
+    assert code == 0
+    assert verdicts(report)["latency"] == "within noise" and verdicts(report)["rtf"] == "within noise"
+
+
+def test_a_real_slowdown_is_worse(tmp_path: Path) -> None:
+    def slow(row):
+        for s in row["samples"]:
+            s["latency_s"] = [t * 1.4 for t in s["latency_s"]]
+    code, report = run_compare(tmp_path, variant(tmp_path, slow))
+    assert code == 1 and verdicts(report)["latency"] == "worse" and verdicts(report)["rtf"] == "worse"
+
+
+def test_a_wer_rise_of_2_points_exits_1(tmp_path: Path) -> None:
+    def worse_pt(row):
+        row["metrics"]["languages"]["pt"]["wer"] += 0.02
+    code, report = run_compare(tmp_path, variant(tmp_path, worse_pt))
+    assert code == 1 and verdicts(report)["wer.pt"] == "worse" and verdicts(report)["wer.en"] == "within noise"
+
+
+def test_ok_to_oom_is_a_regression(tmp_path: Path) -> None:
+    def oom(row):
+        if row["run_id"] == "tiny-int8":
+            row.update(status="oom", reason="process tree RSS 700 MiB passed the memory cap")
+    code, report = run_compare(tmp_path, variant(tmp_path, oom))
+    assert code == 1 and verdicts(report, "tiny-int8") == {"status": "worse"}
+
+
+def test_too_few_samples_is_reported_as_insufficient(tmp_path: Path) -> None:
+    def few(row):
+        row["samples"] = row["samples"][:1]  # 3 timings per side
+    current = variant(tmp_path, few)
+    code, report = run_compare(tmp_path, current)
+    assert code == 0 and verdicts(report)["latency"] == "insufficient evidence"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("latency: {insufficient_is_regression: true}\n")
+    code, _ = run_compare(tmp_path, current, "--policy", str(policy))
+    assert code == 1
+
+
+def test_new_and_missing_configurations(tmp_path: Path) -> None:
+    rows = results.read_rows(BASELINE)
+    extra = copy.deepcopy(rows[0])
+    extra["run_id"] = "small-int8"
+    current = tmp_path / "current.jsonl"
+    for row in (rows[0], extra):
+        results.append_row(current, row)
+    code, report = run_compare(tmp_path, current)
+    assert code == 0
+    assert verdicts(report, "tiny-int8") == {"status": "missing"} and verdicts(report, "small-int8") == {"status": "new"}
+
+
+def test_policy_file_changes_thresholds(tmp_path: Path) -> None:
+    def grow(row):
+        row["metrics"]["peak_rss_mb"] *= 1.30
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("peak_rss: {max_increase_fraction: 0.5}\n")
+    code, report = run_compare(tmp_path, variant(tmp_path, grow), "--policy", str(policy))
+    assert code == 0 and verdicts(report)["peak_rss_mb"] == "within noise"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("peak_rss: {max_increase: 5}\n")
+    code, _ = run_compare(tmp_path, variant(tmp_path, name="c2.jsonl"), "--policy", str(bad))
+    assert code == 2
+
+
+def test_another_machine_is_refused_unless_allowed(tmp_path: Path) -> None:
+    def elsewhere(row):
+        row["environment"]["cpu"] = "AMD EPYC 7763"
+    current = variant(tmp_path, elsewhere)
+    result = run_cli("compare", str(BASELINE), str(current), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "machine mismatch" in result.stderr
+    code, report = run_compare(tmp_path, current, "--allow-other-machine")
+    assert code == 0 and report["machine_mismatch"]
+
+
+def test_bad_inputs_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"schema_version": 3, "run_id": "x"}) + "\n")
+    result = run_cli("compare", str(BASELINE), str(bad))
+    assert result.returncode == 2 and "schema_version" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("compare", str(BASELINE), str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "no such run directory" in result.stderr
+
+
+def test_baselines_are_kept_per_machine_class(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    variant(run_dir, name="results.jsonl")
+    saved = baselines.save(run_dir, "nightly", tmp_path / "baselines")
+    assert saved == tmp_path / "baselines" / "intel-r-xeon-r-processor-x2" / "nightly"
+    assert baselines.resolve("baseline:nightly", run_dir, tmp_path / "baselines") == saved
+    with pytest.raises(UserError, match="no baseline 'weekly' for this machine class"):
+        baselines.resolve("baseline:weekly", run_dir, tmp_path / "baselines")
+    assert compare.compare(saved, run_dir, compare.load_policy(None))["regression"] is False
