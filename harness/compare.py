@@ -20,7 +20,10 @@ from harness.errors import UserError
 
 DEFAULT_POLICY: dict[str, Any] = {
     "peak_rss": {"max_increase_fraction": 0.05, "max_increase_mb": 20.0},
-    "latency": {"max_ratio": 1.15, "alpha": 0.05, "min_samples": 6, "insufficient_is_regression": False},
+    "latency": {"max_ratio": 1.15, "alpha": 0.05, "min_samples": 6, "insufficient_is_regression": False,
+                # A virtual machine whose hypervisor took more than this share of CPU time while a
+                # configuration ran was not measuring the code: its timings are not evidence.
+                "max_cpu_steal_fraction": 0.05},
     "wer": {"max_increase_points": 1.0},
     "status_regressions": ["oom", "error", "timeout"],
 }
@@ -147,6 +150,11 @@ def _compare_pair(b: dict[str, Any], c: dict[str, Any], policy: dict[str, Any]) 
     (b_lat, b_rtf), (c_lat, c_rtf) = _warm(b), _warm(c)
     out["latency"] = _timing_verdict(b_lat, c_lat, policy)
     out["rtf"] = _timing_verdict(b_rtf, c_rtf, policy)
+    steal = max(b["metrics"].get("cpu_steal_fraction") or 0, c["metrics"].get("cpu_steal_fraction") or 0)
+    if steal > policy["latency"]["max_cpu_steal_fraction"]:
+        for metric in ("latency", "rtf"):
+            out[metric].update(verdict="insufficient evidence",
+                               detail=f"CPU steal {steal:.0%} while running (the host was busy); " + out[metric]["detail"])
     for lang in sorted(set(b["metrics"].get("languages", {})) | set(c["metrics"].get("languages", {}))):
         bw = b["metrics"].get("languages", {}).get(lang, {}).get("wer")
         cw = c["metrics"].get("languages", {}).get(lang, {}).get("wer")

@@ -75,6 +75,7 @@ def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], reque
         reason = "; ".join(f"{lang}: {why}" for lang, why in skipped_languages.items())
     extra = {"budget_verdict": outcome.budget_verdict} if outcome.budget_verdict else {}
     measured["run_seconds"] = _round(outcome.wall_s, 2)
+    measured["cpu_steal_fraction"] = _round(outcome.cpu_steal_fraction)
     return _row(spec, status, reason, config, measured, rows, environment, data, **extra,
                 skipped_languages=skipped_languages, warnings=row_warnings,
                 timeline=_timeline(outcome, (outcome.result or {}).get("phases", {})))

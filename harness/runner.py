@@ -39,6 +39,7 @@ class ChildOutcome:
     ended_at: float = 0.0  # monotonic, when the child was reaped
     cap_crossed_at: float | None = None  # monotonic, the first sample above the memory cap
     cap_mode: str | None = None  # how the memory cap was enforced (None: no cap)
+    cpu_steal_fraction: float | None = None  # share of CPU time the hypervisor took while the child ran
     budget_verdict: dict[str, Any] | None = None  # status over_budget: which budget, limit, value
 
 
@@ -72,6 +73,7 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
         proc = watchdog = None
         try:
             with open(log_path, "wb") as log:
+                steal_before = cpu_steal_jiffies()
                 started = time.monotonic()
                 proc = subprocess.Popen(
                     cgroup.wrap(argv) if cgroup else argv,
@@ -95,12 +97,16 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
             if cgroup is not None:
                 cgroup.remove()
         ended_at = time.monotonic()
+        steal = cpu_steal_jiffies()
         ru_maxrss_mb = rusage.ru_maxrss * 1024 / MIB  # Linux reports kB
         result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
 
     outcome = ChildOutcome("ok", "", result, ru_maxrss_mb, ended_at - started, watchdog.timeline,
                            started, ended_at, watchdog.crossed_at,
                            cap_mode=None if cap_mb is None else CGROUP_MODE if cgroup else WATCHDOG_MODE)
+    if steal is not None and steal_before is not None and ended_at > started:
+        cpu_seconds = (ended_at - started) * (os.cpu_count() or 1)
+        outcome.cpu_steal_fraction = (steal - steal_before) / os.sysconf("SC_CLK_TCK") / cpu_seconds
     if kernel_oom:
         outcome.status = "oom"
         outcome.reason = f"the kernel's OOM killer ended the worker at memory.max = {cap_mb:g} MiB (cgroup v2)"
@@ -119,6 +125,16 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
         outcome.status = "error"
         outcome.reason = f"worker {_describe_exit(proc.returncode)}; last output:\n{_tail(log_path)}"
     return outcome
+
+
+def cpu_steal_jiffies() -> int | None:
+    """Total CPU time stolen by the hypervisor so far (/proc/stat), in clock ticks."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _describe_exit(code: int) -> str:

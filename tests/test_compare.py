@@ -81,6 +81,17 @@ def test_a_real_slowdown_is_worse(tmp_path: Path) -> None:
     assert code == 1 and verdicts(report)["latency"] == "worse" and verdicts(report)["rtf"] == "worse"
 
 
+def test_timings_taken_while_the_hypervisor_stole_cpu_are_not_evidence(tmp_path: Path) -> None:
+    def slow_on_a_busy_host(row):
+        row["metrics"]["cpu_steal_fraction"] = 0.11
+        for s in row["samples"]:
+            s["latency_s"] = [t * 1.4 for t in s["latency_s"]]
+    code, report = run_compare(tmp_path, variant(tmp_path, slow_on_a_busy_host))
+    assert code == 0 and verdicts(report)["latency"] == "insufficient evidence"
+    entry = next(e for e in report["configs"] if e["run_id"] == "base-int8")
+    assert entry["metrics"]["latency"]["detail"].startswith("CPU steal 11% while running")
+
+
 def test_a_wer_rise_of_2_points_exits_1(tmp_path: Path) -> None:
     def worse_pt(row):
         row["metrics"]["languages"]["pt"]["wer"] += 0.02
