@@ -49,7 +49,7 @@ def _b64(png: bytes) -> str:
 def _verdicts(rows: list[dict[str, Any]], rec: dict[str, Any]) -> dict[str, str]:
     verdict = {v["run_id"]: v["why"] for v in rec["not_chosen"]}
     if rec["recommended"]:
-        verdict[rec["recommended"]["run_id"]] = "recommended: meets every budget with the least memory"
+        verdict[rec["recommended"]["run_id"]] = "recommended: meets every budget with the least memory (peaks within 3 % tie: lower p95, then WER)"
     return {r["run_id"]: verdict.get(r["run_id"], "") for r in rows}
 
 
