@@ -20,7 +20,6 @@ from rich.console import Console
 
 from harness.errors import HarnessError, UserError
 
-
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 

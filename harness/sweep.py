@@ -22,6 +22,7 @@ from harness.errors import HarnessError, UserError
 from harness.runner import run_child
 from harness.scenario import RunSpec, Scenario, available_cpus, parse_cpu_list
 
+
 @dataclass
 class Progress:
     """What a display needs after each configuration."""

@@ -11,9 +11,8 @@ from typing import Any
 from harness import deploy, results
 from harness.errors import UserError
 from harness.recommend import flatten_budgets, parse_budget_overrides, recommend, wer_increase
-from harness.scenario import BUDGET_WER_INCREASE
 from harness.report import plots
-from harness.scenario import load_scenario
+from harness.scenario import BUDGET_WER_INCREASE, load_scenario
 
 
 def _scenario_info(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
