@@ -337,7 +337,8 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
             if not Path(value).expanduser().is_dir():
                 raise c.fail(where, value, "a model path must be an existing directory (a CTranslate2 model with model.bin)")
             return str(Path(value).expanduser())
-        raise c.fail(where, value, f"expected a Whisper model name ({', '.join(WHISPER_MODELS)}) or a directory path{did_you_mean(value, WHISPER_MODELS)}")
+        raise c.fail(where, value, f"expected a Whisper model name ({', '.join(WHISPER_MODELS)}) "
+                                   f"or a directory path{did_you_mean(value, WHISPER_MODELS)}")
     if axis == "quantization":
         allowed = sorted({q for qs in BACKENDS.values() for q in qs})
         if value not in allowed:
@@ -368,7 +369,8 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
             value = {"mode": value}
         doc = c.mapping(value, where, ("mode",))
         if doc.get("mode") not in CHUNKING_MODES:
-            raise c.fail(f"{where}.mode", doc.get("mode"), f"expected one of {', '.join(CHUNKING_MODES)}{did_you_mean(doc.get('mode'), CHUNKING_MODES)}")
+            raise c.fail(f"{where}.mode", doc.get("mode"),
+                         f"expected one of {', '.join(CHUNKING_MODES)}{did_you_mean(doc.get('mode'), CHUNKING_MODES)}")
         return dict(doc)
     if axis == "beam_size":
         return c.integer(value, where, 1)
