@@ -172,9 +172,7 @@ def load_side(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows = results.read_rows(path)
     if not rows:
         raise UserError(f"{path}: no results")
-    env_file = (path if path.is_dir() else path.parent) / "environment.json"
-    env = json.loads(env_file.read_text()) if path.is_dir() and env_file.is_file() else rows[0].get("environment", {})
-    return rows, env
+    return rows, results.run_environment(path, rows)
 
 
 def compare(baseline: Path, current: Path, policy: dict[str, Any], allow_other_machine: bool = False) -> dict[str, Any]:

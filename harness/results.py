@@ -180,6 +180,14 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def run_environment(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The machine a run was measured on: DIR/environment.json, else what its rows recorded."""
+    env_file = Path(path) / "environment.json"
+    if env_file.is_file():
+        return json.loads(env_file.read_text())
+    return rows[0].get("environment", {}) if rows else {}
+
+
 SUMMARY_COLUMNS = ("run_id", "status", "backend", "model", "quantization", "threads", "pinning",
                    "peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s", "latency_p50_s",
                    "latency_p95_s", "rtf")

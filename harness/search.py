@@ -31,8 +31,8 @@ def model_rank(model: str) -> float | None:
 
 
 def _settings(config: dict[str, Any]) -> tuple[Any, ...]:
-    pinning = config["cpu_pinning"]["requested"] if isinstance(config["cpu_pinning"], dict) else config["cpu_pinning"]
-    return (config["backend"], config["threads"], pinning, str(config["chunking"]), config["beam_size"])
+    return (config["backend"], config["threads"], config["cpu_pinning"]["requested"], str(config["chunking"]),
+            config["beam_size"])
 
 
 def order(specs: list[RunSpec]) -> list[RunSpec]:

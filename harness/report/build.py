@@ -24,13 +24,6 @@ def _scenario_info(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": rows[0]["scenario"] if rows else run_dir.name, "description": "", "budgets": {}, "question": ""}
 
 
-def _environment(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    path = run_dir / "environment.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    return rows[0]["environment"] if rows else {}
-
-
 def machine_line(env: dict[str, Any]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
     parts = [env.get("cpu"), f"{env['logical_cores']} logical cores" if env.get("logical_cores") else None,
@@ -85,7 +78,7 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scenario": scenario,
         "budgets": flatten_budgets(budgets),
-        "machine": machine_line(_environment(run_dir, rows)),
+        "machine": machine_line(results.run_environment(run_dir, rows)),
         "languages": languages,
         "synthetic_languages": synthetic,
         "recommendation": rec,
