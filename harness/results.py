@@ -107,6 +107,8 @@ def _measure(result: dict[str, Any], by_id: dict[str, Sample], rows: list[dict[s
     out: dict[str, Any] = {
         "vmhwm_mb": _round(result["vmhwm_mb"], 1),
         "rss_after_load_mb": _round(result["rss_after_load_mb"], 1),
+        "rss_anon_after_load_mb": _round(result["rss_anon_after_load_mb"], 1),
+        "rss_file_after_load_mb": _round(result["rss_file_after_load_mb"], 1),
         "load_s": _round(result["load_s"]),
         "first_latency_s": _round(result["first_latency_s"]),
         "languages": languages,

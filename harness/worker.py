@@ -41,7 +41,7 @@ def check_stop_rules(rules: dict[str, float], timings: list[float], planned: int
 
 
 def _status_mib(field: str) -> float:
-    """VmHWM / VmRSS of this process from /proc (kB) in MiB."""
+    """VmHWM / VmRSS / RssAnon / RssFile of this process from /proc (kB) in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -73,7 +73,9 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     backend.load(job["model_path"], spec["quantization"], spec["threads"])
     load_s = time.perf_counter() - start
     phases["loaded"] = time.monotonic()
-    rss_after_load = _status_mib("VmRSS")
+    # Anonymous (weights, buffers) vs file-backed (shared libraries, mapped files) pages: when the
+    # peak of one configuration moves between runs, this split says which side moved.
+    rss_after_load = {k: _status_mib(k) for k in ("VmRSS", "RssAnon", "RssFile")}
 
     def transcribe(sample: dict[str, Any]) -> tuple[str, float]:
         t0 = time.perf_counter()
@@ -113,7 +115,9 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     return {
         "ok": True,
         "load_s": load_s,
-        "rss_after_load_mb": rss_after_load,
+        "rss_after_load_mb": rss_after_load["VmRSS"],
+        "rss_anon_after_load_mb": rss_after_load["RssAnon"],
+        "rss_file_after_load_mb": rss_after_load["RssFile"],
         "vmhwm_mb": _status_mib("VmHWM"),
         "first_latency_s": first_latency,
         "samples": results,
