@@ -13,7 +13,28 @@ BACKENDS: dict[str, tuple[str, ...]] = {
         "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
         "float16", "bfloat16", "float32", "default",
     ),
+    # int8 = PyTorch dynamic quantization of the Linear layers; float16 needs CUDA (skipped on CPU).
+    "openai-whisper": ("float32", "int8", "float16"),
 }
+
+# Python modules a backend needs; absent ones turn its configurations into `skipped` rows.
+BACKEND_MODULES: dict[str, tuple[str, ...]] = {
+    "faster-whisper": ("faster_whisper",),
+    "openai-whisper": ("whisper", "torch"),
+}
+
+
+def unsupported_reason(backend: str, quantization: str) -> str | None:
+    """Why this backend cannot run this configuration on this machine (CPU only), or None."""
+    import importlib.util
+
+    missing = [m for m in BACKEND_MODULES[backend] if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"{backend} is not installed (no module {', '.join(missing)}); "
+                f"pip install 'whisper-harness[openai-whisper]'")
+    if backend == "openai-whisper" and quantization == "float16":
+        return "openai-whisper float16 needs a CUDA GPU; the harness measures on the CPU (use float32 or int8)"
+    return None
 
 # Whisper model names faster-whisper can download from the hub (faster_whisper.utils._MODELS).
 WHISPER_MODELS: tuple[str, ...] = (

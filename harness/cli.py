@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("--root", type=Path, default=Path("baselines"), help="baselines folder (default: baselines/)")
 
     models = sub.add_parser("models", help="Whisper models available locally")
-    models.add_subparsers(dest="action", required=True).add_parser("list", help="list local models")
+    models_actions = models.add_subparsers(dest="action", required=True)
+    models_actions.add_parser("list", help="list local models")
+    convert = models_actions.add_parser(
+        "convert", help="convert a CTranslate2 model (name or directory) into an openai-whisper .pt checkpoint")
+    convert.add_argument("model", help="tiny.en, base (offline packs), another cached name, or a CTranslate2 directory")
+    convert.add_argument("--out", type=Path, help="the .pt to write (default: the harness's cache, where runs look)")
 
     datasets = sub.add_parser("datasets", help="speech data")
     datasets.add_subparsers(dest="action", required=True).add_parser(
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "baseline":
                 return cmd_baseline(args, console)
             if args.command == "models":
-                return cmd_models(console)
+                return cmd_models(args, console)
             return cmd_datasets(console)
     except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
@@ -214,9 +219,20 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_models(console: Console) -> int:
-    from harness import models
+def cmd_models(args: argparse.Namespace, console: Console) -> int:
+    from harness import convert, models
 
+    if args.action == "convert":
+        try:
+            if args.out:
+                source = models.resolve(args.model, allow_download=False).path
+                path = convert.convert(source, args.out)
+            else:
+                path = models.convert_to_openai(args.model).path
+        except (models.ModelUnavailable, convert.ConversionError) as exc:
+            raise UserError(str(exc)) from None
+        print(path)
+        return 0
     found = models.list_local()
     for m in found:
         print(f"{m.name:10} {m.path}  ({m.source})")

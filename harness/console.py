@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness import sweep
+from harness import results, sweep
 
 STATUS_STYLE = {"ok": "green", "oom": "red", "timeout": "yellow", "error": "red", "skipped": "dim",
                 "over_budget": "yellow"}
@@ -75,9 +75,8 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     for lang in langs:
         table.add_column(f"WER {lang}" + (" (synthetic)" if synthetic[lang] else ""), justify="right")
     for r in rows:
-        m, c = r["metrics"], r["config"]
-        name = f"{c['model']} {c['quantization']} t{c['threads']} pin={c['cpu_pinning']['requested']}"
-        cells = [name, f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]", _fmt(m.get("peak_rss_mb"), ".0f"),
+        m = r["metrics"]
+        cells = [results.short_name(r), f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]", _fmt(m.get("peak_rss_mb"), ".0f"),
                  _fmt(m.get("load_s")), _fmt(m.get("first_latency_s")), _fmt(m.get("latency_p50_s")),
                  _fmt(m.get("latency_p95_s")), _fmt(m.get("rtf"), ".3f")]
         for lang in langs:

@@ -27,9 +27,7 @@ def snippet(row_summary: dict[str, Any], headroom: float = DEFAULT_HEADROOM) -> 
         f"    cpu: \"{threads}\"\n"
     )
     env_yaml = "env:\n" + "".join(f"  - name: {k}\n    value: \"{v}\"\n" for k, v in env.items())
-    model = config["model"]
-    python = (f"model = WhisperModel({model!r}, device=\"cpu\", compute_type={config['quantization']!r}, "
-              f"cpu_threads={threads}, num_workers=1)")
+    python = _python_line(config["backend"], config["model"], config["quantization"], threads)
     notes = [
         f"memory = measured peak RSS {metrics['peak_rss_mb']:.1f} MiB + {headroom:.0%} headroom, rounded up to MiB",
         "integer CPU requests equal to limits give the pod Guaranteed QoS, which the kubelet's static CPU "
@@ -39,4 +37,18 @@ def snippet(row_summary: dict[str, Any], headroom: float = DEFAULT_HEADROOM) -> 
         notes.append("this configuration was measured pinned to dedicated cores: deploy with the static CPU "
                      "manager policy (or taskset) to reproduce it")
     return {"memory_mib": memory_mib, "cpu": threads, "headroom": headroom, "kubernetes": resources + env_yaml,
-            "env": env, "python": f"from faster_whisper import WhisperModel\n{python}", "notes": notes}
+            "env": env, "python": python, "notes": notes}
+
+
+def _python_line(backend: str, model: str, quantization: str, threads: int) -> str:
+    if backend == "openai-whisper":
+        lines = ["import torch, whisper", f"torch.set_num_threads({threads})",
+                 f"model = whisper.load_model({model!r}, device=\"cpu\")"]
+        if quantization == "int8":
+            lines += ["# as measured: openai-whisper's Linear layers as plain nn.Linear, then dynamic int8",
+                      "from harness.backends.openai_whisper import quantize_int8",
+                      "model = quantize_int8(model)"]
+        return "\n".join(lines)
+    return ("from faster_whisper import WhisperModel\n"
+            f"model = WhisperModel({model!r}, device=\"cpu\", compute_type={quantization!r}, "
+            f"cpu_threads={threads}, num_workers=1)")

@@ -1,9 +1,13 @@
-"""Model resolution: a model name or path -> a local CTranslate2 model directory.
+"""Model resolution: a model name or path -> local weights for the backend that runs them.
 
-Order: a directory path as is; the offline packs installed with the project (tiny.en, base; the base
-pack is assembled from two parts once into the cache and its sha256 verified); faster-whisper's own
-cache; faster-whisper's download from the hub when online. Offline, an unavailable model raises
-`ModelUnavailable` with what to install or where to put the files.
+faster-whisper (a CTranslate2 directory): a directory path as is; the offline packs installed with the
+project (tiny.en, base; the base pack is assembled from two parts once into the cache and its sha256
+verified); faster-whisper's own cache; faster-whisper's download from the hub when online.
+
+openai-whisper (a `.pt` checkpoint): a `.pt` path as is; openai-whisper's own cache; a conversion of
+the CTranslate2 weights above, cached (the same weights for both backends); openai-whisper's download
+when online. Offline, an unavailable model raises `ModelUnavailable` with what to install or where to
+put the files.
 """
 
 from __future__ import annotations
@@ -123,6 +127,66 @@ def resolve(model: str, allow_download: bool = True) -> LocalModel:
         f"or put a CTranslate2 conversion (model.bin, config.json, tokenizer.json, vocabulary.*) in a "
         f"directory and give its path as the model."
     )
+
+
+def for_backend(backend: str, model: str) -> LocalModel:
+    return openai_checkpoint(model) if backend == "openai-whisper" else resolve(model)
+
+
+def _openai_cache() -> Path:
+    # openai-whisper's default download root (whisper.load_model's download_root).
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
+
+
+def converted_path(model: str, ct2_dir: Path) -> Path:
+    """Where the conversion of a CTranslate2 directory is cached; keyed by its model.bin's identity."""
+    stat = (ct2_dir / "model.bin").stat()
+    key = hashlib.sha256(f"{ct2_dir.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return cache_dir() / "models" / "openai-whisper" / f"{Path(model).name}-{key}.pt"
+
+
+def convert_to_openai(model: str) -> LocalModel:
+    """The openai-whisper checkpoint converted from the model's CTranslate2 weights (cached)."""
+    from harness import convert
+
+    ct2 = resolve(model, allow_download=False)
+    target = converted_path(model, ct2.path)
+    if not target.is_file():
+        try:
+            convert.convert(ct2.path, target)
+        except convert.ConversionError as exc:
+            raise ModelUnavailable(f"cannot convert {model!r} for openai-whisper: {exc}") from None
+    return LocalModel(model, target, f"converted from {ct2.source}")
+
+
+def openai_checkpoint(model: str, allow_download: bool = True) -> LocalModel:
+    """Find, convert or (online) download the openai-whisper checkpoint of a model name or path."""
+    path = Path(model).expanduser()
+    if model.endswith(".pt"):
+        if path.is_file():
+            return LocalModel(model, path, "checkpoint file")
+        raise ModelUnavailable(f"checkpoint {path} does not exist")
+    if (official := _openai_cache() / f"{model}.pt").is_file():
+        return LocalModel(model, official, "openai-whisper cache")
+    try:
+        return convert_to_openai(model)
+    except ModelUnavailable as exc:
+        offline_reason = str(exc)
+    if not allow_download or "/" in model:
+        raise ModelUnavailable(offline_reason)
+    import whisper
+
+    if model not in whisper._MODELS:
+        raise ModelUnavailable(f"openai-whisper has no model {model!r}; it knows {', '.join(whisper._MODELS)}")
+    try:
+        return LocalModel(model, Path(whisper._download(whisper._MODELS[model], str(_openai_cache()), False)),
+                          "openai-whisper download")
+    except Exception as exc:  # noqa: BLE001 - urllib raises many types
+        raise ModelUnavailable(
+            f"model {model!r} is not available for openai-whisper on this machine and could not be "
+            f"downloaded ({type(exc).__name__}: {exc}). Put its .pt checkpoint in {_openai_cache()} or give "
+            f"its path, or install the offline CTranslate2 pack to convert (tiny.en, base)."
+        ) from None
 
 
 def list_local() -> list[LocalModel]:

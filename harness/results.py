@@ -29,6 +29,14 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value, digits)
 
 
+def short_name(row: dict[str, Any]) -> str:
+    """A configuration in a few words, for tables and plot labels (faster-whisper is the default backend)."""
+    c = row["config"]
+    backend = "" if c["backend"] == "faster-whisper" else f"{c['backend']} "
+    pin = "" if c["cpu_pinning"]["requested"] == "none" else f" pin={c['cpu_pinning']['requested']}"
+    return f"{backend}{c['model']} {c['quantization']} t{c['threads']}{pin}"
+
+
 def skipped_row(spec: RunSpec, reason: str, environment: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return _row(spec, "skipped", reason, spec.config(), {}, [], environment, data)
 

@@ -334,9 +334,11 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
         if value in WHISPER_MODELS:
             return value
         if "/" in value or value.startswith("."):
-            if not Path(value).expanduser().is_dir():
-                raise c.fail(where, value, "a model path must be an existing directory (a CTranslate2 model with model.bin)")
-            return str(Path(value).expanduser())
+            path = Path(value).expanduser()
+            if not (path.is_dir() or (path.suffix == ".pt" and path.is_file())):
+                raise c.fail(where, value, "a model path must be an existing directory (a CTranslate2 model with "
+                                           "model.bin) or an openai-whisper .pt checkpoint")
+            return str(path)
         raise c.fail(where, value, f"expected a Whisper model name ({', '.join(WHISPER_MODELS)}) "
                                    f"or a directory path{did_you_mean(value, WHISPER_MODELS)}")
     if axis == "quantization":

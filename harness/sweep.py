@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import environment, models, results, search
-from harness.catalog import is_english_only
+from harness.catalog import is_english_only, unsupported_reason
 from harness.datasets import Sample
 from harness.errors import HarnessError, UserError
 from harness.runner import run_child
@@ -176,8 +176,10 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
         if not samples:
             return results.skipped_row(spec, f"model {spec.model} is English-only; the data has only "
                                              f"{', '.join(sorted(skipped))}", env, data)
+    if why_not := unsupported_reason(spec.backend, spec.quantization):
+        return results.skipped_row(spec, why_not, env, data)
     try:
-        model = models.resolve(spec.model)
+        model = models.for_backend(spec.backend, spec.model)
     except models.ModelUnavailable as exc:
         return results.error_row(spec, str(exc), env, data)
     cpus = requested_cpus(spec)

@@ -21,10 +21,11 @@ SESSION_MARK = uuid.uuid4().hex
 CLI_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HARNESS_TEST_SESSION": SESSION_MARK}
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, as a user runs it (offline: no model hub, even where reachable)."""
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, timeout=timeout, check=False, env=CLI_ENV)
+                          cwd=cwd or REPO, timeout=timeout, check=False, env={**CLI_ENV, **(env or {})})
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:

@@ -110,7 +110,8 @@ def test_replayed_on_the_default_scenario_the_search_measures_a_quarter_and_agre
     scenario = load_scenario(root / "scenarios" / "default.yaml")
     exhaustive = {r["run_id"]: r for r in results.read_rows(root / "tests" / "golden" / "default-exhaustive.jsonl")}
     measured: list[dict] = []
-    for s in search.order(scenario.expand()):
+    # The golden sweep predates the openai-whisper reference row: replay the configurations it holds.
+    for s in search.order([s for s in scenario.expand() if s.backend == "faster-whisper"]):
         if search.cannot_win(s, measured, scenario.budgets, {"en", "pt"}) is None:
             measured.append(exhaustive[s.run_id])
     assert len(measured) == 4

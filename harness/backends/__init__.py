@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib
 
-from harness.backends.base import Backend, BackendUnsupported
+from harness.backends.base import Backend
 
-_ADAPTERS = {"faster-whisper": "harness.backends.faster_whisper:FasterWhisperBackend"}
+_ADAPTERS = {
+    "faster-whisper": "harness.backends.faster_whisper:FasterWhisperBackend",
+    "openai-whisper": "harness.backends.openai_whisper:OpenAIWhisperBackend",
+}
 
-__all__ = ["Backend", "BackendUnsupported", "get"]
+__all__ = ["Backend", "get"]
 
 
 def get(name: str) -> Backend:

@@ -7,10 +7,6 @@ from typing import Any, Protocol
 import numpy as np
 
 
-class BackendUnsupported(Exception):
-    """This configuration cannot run on this backend (recorded as `skipped`, not `error`)."""
-
-
 class Backend(Protocol):
     def load(self, model_path: str, quantization: str, threads: int) -> None:
         """Load the model; everything slow that happens once per process belongs here."""

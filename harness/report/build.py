@@ -70,7 +70,7 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
 
     table = []
     for record, row in zip(results.summary_records(rows), rows):
-        table.append({**record, "name": plots.short_name(row), "verdict": verdicts[row["run_id"]],
+        table.append({**record, "name": results.short_name(row), "verdict": verdicts[row["run_id"]],
                       "profiler": row.get("profiler")})
     return {
         "title": f"{scenario['name']}: Whisper deployment benchmark",
@@ -105,7 +105,7 @@ def _quantization_comparison(rows: list[dict[str, Any]], budgets: dict[str, Any]
             continue
         for c in wer_increase(row, rows, spec["quantization"]):
             within = c["increase"] is not None and c["increase"] <= spec["max"]
-            lines.append({"name": plots.short_name(row), **c, "within": within})
+            lines.append({"name": results.short_name(row), **c, "within": within})
     return {"reference": spec["quantization"], "max": spec["max"], "lines": lines}
 
 
@@ -130,7 +130,7 @@ def _run_detail(row: dict[str, Any], verdict: str) -> dict[str, Any]:
                 f"compute type {c.get('compute_type_effective') or c['quantization']}, "
                 f"memory cap {c.get('memory_cap_mb') or 'none'}"
                 + (f" ({c['memory_cap_mode']})" if c.get("memory_cap_mode") else ""))
-    return {"run_id": row["run_id"], "name": plots.short_name(row), "status": row["status"],
+    return {"run_id": row["run_id"], "name": results.short_name(row), "status": row["status"],
             "reason": row.get("reason", ""), "verdict": verdict, "warnings": row.get("warnings", []),
             "skipped_languages": row.get("skipped_languages", {}), "settings": settings,
             "samples": row.get("samples", []), "profile": row.get("profile", {})}

@@ -11,13 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
+from harness import results  # noqa: E402
+
 MAX_TIMELINES_PER_FIGURE = 16
-
-
-def short_name(row: dict[str, Any]) -> str:
-    c = row["config"]
-    pin = "" if c["cpu_pinning"]["requested"] == "none" else f" pin={c['cpu_pinning']['requested']}"
-    return f"{c['model']} {c['quantization']} t{c['threads']}{pin}"
 
 
 def _png(fig: Any) -> bytes:
@@ -118,7 +114,7 @@ def memory_timelines(rows: list[dict[str, Any]]) -> list[bytes]:
             cap = r["config"].get("memory_cap_mb")
             if cap:
                 ax.axhline(cap, color="tab:red", linestyle="--", linewidth=1, label="memory cap")
-            ax.set_title(f"{short_name(r)} [{r['status']}]", fontsize=8)
+            ax.set_title(f"{results.short_name(r)} [{r['status']}]", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.set_xlabel("s since start", fontsize=7)
             ax.set_ylabel("RSS MiB", fontsize=7)
@@ -146,7 +142,7 @@ def latency_distributions(rows: list[dict[str, Any]], budgets: dict[str, Any]) -
             m = r["metrics"]
             ax.plot([m["latency_p50_s"]], [i], marker="|", color="tab:green", markersize=14)
             ax.plot([m["latency_p95_s"]], [i], marker="|", color="tab:red", markersize=14)
-        ax.set_yticks(range(1, len(ok) + 1), [short_name(r) for r in ok], fontsize=8)
+        ax.set_yticks(range(1, len(ok) + 1), [results.short_name(r) for r in ok], fontsize=8)
     if budgets.get("latency_p95_s"):
         ax.axvline(budgets["latency_p95_s"], color="tab:red", linestyle="--", label=f"p95 budget {budgets['latency_p95_s']:g} s")
         ax.legend(fontsize=8, loc="lower right")

@@ -11,7 +11,6 @@ from typing import Any
 from harness import results
 from harness.errors import UserError
 from harness.recommend import recommend
-from harness.report import plots
 from harness.report.render import environment
 
 TREND_METRICS = (("peak_rss_mb", "peak RSS (MiB)"), ("latency_p95_s", "p95 latency (s)"), ("rtf", "real-time factor"))
@@ -37,7 +36,7 @@ def collect(reports_dir: Path) -> list[dict[str, Any]]:
             "recommended": rec["recommended"]["run_id"] if rec.get("recommended") else None,
             "answer": rec.get("answer", ""),
             "counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
-            "configs": [{"run_id": r["run_id"], "name": plots.short_name(r), "status": r["status"],
+            "configs": [{"run_id": r["run_id"], "name": results.short_name(r), "status": r["status"],
                          **{k: r["metrics"].get(k) for k, _ in TREND_METRICS},
                          "wer": {lang: s.get("wer") for lang, s in r["metrics"].get("languages", {}).items()}}
                         for r in rows if not r.get("profiler")],
