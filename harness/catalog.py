@@ -17,11 +17,13 @@ BACKENDS: dict[str, tuple[str, ...]] = {
     "openai-whisper": ("float32", "int8", "float16"),
 }
 
-# Python modules a backend needs; absent ones turn its configurations into `skipped` rows.
+# Python modules a backend needs (absent ones turn its configurations into `skipped` rows), and how to get them.
 BACKEND_MODULES: dict[str, tuple[str, ...]] = {
     "faster-whisper": ("faster_whisper",),
     "openai-whisper": ("whisper", "torch"),
 }
+BACKEND_INSTALL = {"faster-whisper": "pip install whisper-harness",
+                   "openai-whisper": "pip install 'whisper-harness[openai-whisper]' (see the README for the CPU build of PyTorch)"}
 
 
 def unsupported_reason(backend: str, quantization: str) -> str | None:
@@ -30,8 +32,7 @@ def unsupported_reason(backend: str, quantization: str) -> str | None:
 
     missing = [m for m in BACKEND_MODULES[backend] if importlib.util.find_spec(m) is None]
     if missing:
-        return (f"{backend} is not installed (no module {', '.join(missing)}); "
-                f"pip install 'whisper-harness[openai-whisper]'")
+        return f"{backend} is not installed (no module {', '.join(missing)}); {BACKEND_INSTALL[backend]}"
     if backend == "openai-whisper" and quantization == "float16":
         return "openai-whisper float16 needs a CUDA GPU; the harness measures on the CPU (use float32 or int8)"
     return None
