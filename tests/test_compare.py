@@ -62,6 +62,18 @@ def test_small_rss_changes_are_noise_below_both_margins(tmp_path: Path) -> None:
     assert code == 0 and verdicts(report)["peak_rss_mb"] == "within noise"
 
 
+def test_the_rss_detail_says_whether_anonymous_or_file_backed_memory_moved() -> None:
+    base = results.read_rows(BASELINE)
+    for row in base:
+        row["metrics"].update(rss_anon_after_load_mb=113.9, rss_file_after_load_mb=43.4)
+    current = copy.deepcopy(base)
+    for row in current:  # a fresh venv: the same code, shared libraries mapped with more pages
+        row["metrics"].update(rss_file_after_load_mb=71.4, peak_rss_mb=row["metrics"]["peak_rss_mb"] + 28.0)
+    report = compare.compare_rows(base, current, compare.load_policy(None))
+    detail = report["configs"][0]["metrics"]["peak_rss_mb"]["detail"]
+    assert detail.endswith("after load: anonymous +0.0 MiB, file-backed +28.0 MiB")
+
+
 def test_a_latency_change_inside_the_noise_exits_0(tmp_path: Path) -> None:
     rng = random.Random(11)
 
