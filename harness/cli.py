@@ -220,18 +220,13 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
-    from harness import convert, models
+    from harness import models
 
     if args.action == "convert":
         try:
-            if args.out:
-                source = models.resolve(args.model, allow_download=False).path
-                path = convert.convert(source, args.out)
-            else:
-                path = models.convert_to_openai(args.model).path
-        except (models.ModelUnavailable, convert.ConversionError) as exc:
+            print(models.convert_to_openai(args.model, args.out).path)
+        except models.ModelUnavailable as exc:
             raise UserError(str(exc)) from None
-        print(path)
         return 0
     found = models.list_local()
     for m in found:

@@ -145,13 +145,15 @@ def converted_path(model: str, ct2_dir: Path) -> Path:
     return cache_dir() / "models" / "openai-whisper" / f"{Path(model).name}-{key}.pt"
 
 
-def convert_to_openai(model: str) -> LocalModel:
-    """The openai-whisper checkpoint converted from the model's CTranslate2 weights (cached)."""
+def convert_to_openai(model: str, target: Path | None = None) -> LocalModel:
+    """The openai-whisper checkpoint converted from the model's CTranslate2 weights: written to
+    `target`, or (by default) to the cache, where an existing conversion is reused."""
     from harness import convert
 
     ct2 = resolve(model, allow_download=False)
-    target = converted_path(model, ct2.path)
-    if not target.is_file():
+    reuse = target is None
+    target = target or converted_path(model, ct2.path)
+    if not (reuse and target.is_file()):
         try:
             convert.convert(ct2.path, target)
         except convert.ConversionError as exc:

@@ -40,13 +40,13 @@ def check_stop_rules(rules: dict[str, float], timings: list[float], planned: int
             raise BudgetBreach("latency_p95_s", limit, max(timings))
 
 
-def _status_mib(field: str) -> float:
-    """VmHWM / VmRSS / RssAnon / RssFile of this process from /proc (kB) in MiB."""
+def _status_mib(*fields: str) -> dict[str, float]:
+    """Fields of /proc/self/status given in kB (VmHWM, VmRSS, RssAnon, RssFile), in MiB, in one read."""
     with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / MIB
-    raise RuntimeError(f"{field} not in /proc/self/status")
+        found = {k: int(v.split()[0]) * 1024 / MIB for k, _, v in (line.partition(":") for line in f) if k in fields}
+    if missing := set(fields) - set(found):
+        raise RuntimeError(f"{', '.join(sorted(missing))} not in /proc/self/status")
+    return found
 
 
 def _write_result(path: str, result: dict[str, Any]) -> None:
@@ -75,7 +75,7 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     phases["loaded"] = time.monotonic()
     # Anonymous (weights, buffers) vs file-backed (shared libraries, mapped files) pages: when the
     # peak of one configuration moves between runs, this split says which side moved.
-    rss_after_load = {k: _status_mib(k) for k in ("VmRSS", "RssAnon", "RssFile")}
+    rss_after_load = _status_mib("VmRSS", "RssAnon", "RssFile")
 
     def transcribe(sample: dict[str, Any]) -> tuple[str, float]:
         t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
         "rss_after_load_mb": rss_after_load["VmRSS"],
         "rss_anon_after_load_mb": rss_after_load["RssAnon"],
         "rss_file_after_load_mb": rss_after_load["RssFile"],
-        "vmhwm_mb": _status_mib("VmHWM"),
+        "vmhwm_mb": _status_mib("VmHWM")["VmHWM"],
         "first_latency_s": first_latency,
         "samples": results,
         "effective": {
