@@ -39,9 +39,11 @@ include: [{model: tiny.en, quantization: int8}]
     timeline = oom["timeline"]
     assert timeline["ended_s"] - timeline["cap_crossed_s"] < 2.0  # killed and reaped within 2 s
     # The kernel's high-water mark confirms the verdict: it is at least the sample that crossed the
-    # cap (both are rounded to 0.1 MiB, so a crossing by a few kB reads as 300.0).
+    # cap (both are rounded to 0.1 MiB, so a crossing by a few kB reads as 300.0). The kernel keeps RSS
+    # in batched per-CPU counters, so statm and the high-water mark can disagree by a few hundred kB
+    # (seen on a clean-clone CI run: 302.2 vs a sampled 302.4 MiB).
     assert oom["metrics"]["peak_rss_mb"] >= 300
-    assert oom["metrics"]["peak_rss_mb"] >= timeline["sampled_peak_rss_mb"] - 0.1
+    assert oom["metrics"]["peak_rss_mb"] >= timeline["sampled_peak_rss_mb"] - 1.0
     assert ok["status"] == "ok" and ok["config"]["model"] == "tiny.en"
     assert ok["metrics"]["peak_rss_mb"] < 300
     assert not worker_processes()
