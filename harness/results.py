@@ -71,7 +71,8 @@ def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], reque
     skipped_languages = dict(skipped_languages or {})
     if result is not None:
         by_id = {s.id: s for s in samples}
-        measured.update(_measure(result, by_id, rows, skipped_languages))
+        scoring = {lang: metrics.Normalization(**how) for lang, how in data.get("normalization", {}).items()}
+        measured.update(_measure(result, by_id, scoring, rows, skipped_languages))
         cv = metrics.median_cv([r["latency_s"] for r in rows if "latency_s" in r])
         measured["latency_cv"] = _round(cv)
         if cv is not None and cv > NOISY_CV:
@@ -89,8 +90,8 @@ def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], reque
                 timeline=_timeline(outcome, (outcome.result or {}).get("phases", {})))
 
 
-def _measure(result: dict[str, Any], by_id: dict[str, Sample], rows: list[dict[str, Any]],
-             skipped_languages: dict[str, str]) -> dict[str, Any]:
+def _measure(result: dict[str, Any], by_id: dict[str, Sample], scoring: dict[str, metrics.Normalization],
+             rows: list[dict[str, Any]], skipped_languages: dict[str, str]) -> dict[str, Any]:
     warm: list[float] = []
     warm_audio_s = 0.0
     per_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -99,14 +100,15 @@ def _measure(result: dict[str, Any], by_id: dict[str, Sample], rows: list[dict[s
             skipped_languages[s["lang"]] = s["skipped"]
             continue
         ref = by_id[s["id"]].text
-        row = {**s, "reference": ref, "wer": _round(metrics.sample_wer(ref, s["hypothesis"], s["lang"]))}
+        row = {**s, "reference": ref, "wer": _round(metrics.sample_wer(ref, s["hypothesis"], s["lang"], scoring.get(s["lang"])))}
         rows.append(row)
         per_lang[s["lang"]].append(row)
         warm += s["latency_s"]
         warm_audio_s += s["audio_s"] * len(s["latency_s"])
     languages = {}
     for lang, lang_rows in per_lang.items():
-        rates = metrics.error_rates([r["reference"] for r in lang_rows], [r["hypothesis"] for r in lang_rows], lang)
+        rates = metrics.error_rates([r["reference"] for r in lang_rows], [r["hypothesis"] for r in lang_rows], lang,
+                                    scoring.get(lang))
         languages[lang] = {
             "wer": _round(rates["wer"]), "cer": _round(rates["cer"]), "words": rates["words"],
             "samples": len(lang_rows), "audio_s": _round(sum(r["audio_s"] for r in lang_rows), 2),

@@ -21,6 +21,7 @@ import yaml
 
 from harness.catalog import BACKENDS, CHUNKING_MODES, LANGUAGES, WHISPER_MODELS
 from harness.errors import UserError, did_you_mean
+from harness.metrics import NORMALIZERS, NUMBER_MODES, Normalization, default_normalization, num2words_locale
 
 AXES = ("backend", "model", "quantization", "threads", "cpu_pinning", "chunking", "beam_size")
 AXIS_DEFAULTS: dict[str, Any] = {
@@ -34,7 +35,7 @@ AXIS_DEFAULTS: dict[str, Any] = {
 TOP_LEVEL_KEYS = (
     "name", "description", "question", "datasets", "languages", "repeats", "warmup", "timeout_s",
     "memory_cap_mb", "matrix", "exclude", "include", "budgets", "decoding",
-    "max_samples_per_language",
+    "max_samples_per_language", "normalization",
 )
 BUDGET_SCALARS = ("peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s",
                   "latency_p50_s", "latency_p95_s", "rtf")
@@ -102,6 +103,10 @@ class Scenario:
     exclude: tuple[dict[str, Any], ...] = ()
     include: tuple[dict[str, Any], ...] = ()
     budgets: dict[str, Any] = field(default_factory=dict)
+    normalization: dict[str, Normalization] = field(default_factory=dict)  # languages not set: the default
+
+    def normalization_for(self, lang: str) -> Normalization:
+        return self.normalization.get(lang) or default_normalization(lang)
 
     def quick(self) -> Scenario:
         """The short version (`--quick`): one timed repetition, two samples per language."""
@@ -285,6 +290,7 @@ def validate_scenario(raw: Any, path: Path) -> Scenario:
         exclude=exclude,
         include=include,
         budgets=validate_budgets(c, doc.get("budgets") or {}, "budgets"),
+        normalization=_validate_normalization(c, doc.get("normalization") or {}),
     )
     if not scenario.expand():
         raise UserError(f"{path}: field 'exclude': every configuration of the matrix is excluded; nothing to run")
@@ -393,6 +399,30 @@ def _validate_decoding(c: _Checker, raw: Any) -> dict[str, Any]:
             raise c.fail(where, value, "expected true or false")
         else:
             out[key] = value
+    return out
+
+
+def _validate_normalization(c: _Checker, raw: Any) -> dict[str, Normalization]:
+    """{LANG: {normalizer, remove_diacritics, numbers}}; unset fields take the language's default."""
+    doc = c.mapping(raw, "normalization", LANGUAGES)
+    out = {}
+    for lang, settings in doc.items():
+        where = f"normalization.{lang}"
+        fields = c.mapping(settings, where, ("normalizer", "remove_diacritics", "numbers"))
+        default = default_normalization(lang)
+        normalizer = fields.get("normalizer", default.normalizer)
+        if normalizer not in NORMALIZERS:
+            raise c.fail(f"{where}.normalizer", normalizer,
+                         f"expected one of {', '.join(NORMALIZERS)}{did_you_mean(normalizer, NORMALIZERS)}")
+        remove_diacritics = fields.get("remove_diacritics", default.remove_diacritics)
+        if not isinstance(remove_diacritics, bool):
+            raise c.fail(f"{where}.remove_diacritics", remove_diacritics, "expected true or false")
+        numbers = fields.get("numbers", default.numbers)
+        if numbers not in NUMBER_MODES:
+            raise c.fail(f"{where}.numbers", numbers, f"expected one of {', '.join(NUMBER_MODES)}")
+        if numbers == "spell-out" and num2words_locale(lang) is None:
+            raise c.fail(f"{where}.numbers", numbers, f"num2words cannot spell out numbers in {lang!r}; use keep")
+        out[lang] = Normalization(normalizer, remove_diacritics, numbers)
     return out
 
 

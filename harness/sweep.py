@@ -47,12 +47,14 @@ def requested_cpus(spec: RunSpec) -> list[int] | None:
     return parse_cpu_list(spec.cpu_pinning)
 
 
-def data_description(samples: list[Sample]) -> dict[str, Any]:
+def data_description(scenario: Scenario, samples: list[Sample]) -> dict[str, Any]:
+    """What was measured and how it is scored: rows carry it, WER is computed with its normalization."""
     langs = sorted({s.lang for s in samples})
     return {
         "datasets": sorted({s.dataset for s in samples}),
         "samples": {lang: sum(s.lang == lang for s in samples) for lang in langs},
         "synthetic": {lang: all(s.synthetic for s in samples if s.lang == lang) for lang in langs},
+        "normalization": {lang: scenario.normalization_for(lang).to_json() for lang in langs},
     }
 
 
@@ -111,7 +113,7 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
     rows = prepare_run_dir(run_dir, scenario, resume)
     env = environment.capture()
     (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
-    data = data_description(samples)
+    data = data_description(scenario, samples)
     specs = scenario.expand()
     done_ids = {r["run_id"] for r in rows}
     todo = [s for s in specs if s.run_id not in done_ids]

@@ -33,6 +33,39 @@ def test_portuguese_keeps_diacritics_and_drops_punctuation() -> None:
     assert rates["cer"] > 0
 
 
+N = metrics.Normalization
+
+
+@pytest.mark.parametrize(("ref", "hyp", "lang", "how", "wer"), [
+    # upper-case reference, contractions, British spelling: the English normalizer forgives all three
+    ("MR QUILTER IS THE APOSTLE OF THE MIDDLE CLASSES", "Mr. Quilter is the apostle of the middle classes.", "en", None, 0.0),
+    ("I don't think we're late", "I do not think we are late", "en", None, 0.0),
+    ("the colour of the theatre", "the color of the theater", "en", None, 0.0),
+    # ... but not when normalization is off: case and punctuation count
+    ("Hello world", "hello world.", "en", N("none"), 1.0),
+    # digits vs words: English equates them; Portuguese only with numbers: spell-out
+    ("twenty one people at seven", "21 people at 7", "en", None, 0.0),
+    ("Chegamos às sete com dezesseis pessoas", "Chegamos às 7 com 16 pessoas", "pt", None, 2 / 6),
+    ("Chegamos às sete com dezesseis pessoas", "Chegamos às 7 com 16 pessoas", "pt", N("whisper-basic", numbers="spell-out"), 0.0),
+    ("Custa mil reais", "Custa 1.000 reais", "pt", N("whisper-basic", numbers="spell-out"), 0.0),
+    ("três vírgula cinco quilos", "3,5 quilos", "pt", N("whisper-basic", numbers="spell-out"), 0.0),
+    # Portuguese diacritics: kept by default (a different word), removable
+    ("Vamos a São Paulo amanhã", "vamos a sao paulo amanha", "pt", None, 2 / 5),
+    ("Vamos a São Paulo amanhã", "vamos a sao paulo amanha", "pt", N("whisper-basic", remove_diacritics=True), 0.0),
+    ("Ação, já!", "ação já", "pt", N("whisper-basic"), 0.0),
+])
+def test_normalization_on_tricky_cases(ref: str, hyp: str, lang: str, how: metrics.Normalization | None, wer: float) -> None:
+    assert metrics.error_rates([ref], [hyp], lang, how)["wer"] == pytest.approx(wer)
+
+
+def test_spelled_out_numbers_follow_the_language() -> None:
+    spell = N("whisper-basic", numbers="spell-out")
+    assert metrics.normalize("16 de 2024", "pt", spell) == "dezesseis de dois mil e vinte e quatro"
+    assert metrics.normalize("1,000 people", "en", N("none", numbers="spell-out")) == "one thousand people"
+    assert metrics.num2words_locale("pt") == "pt_BR"
+    assert metrics.num2words_locale("yo") is None
+
+
 def test_empty_references_are_left_out() -> None:
     assert math.isnan(metrics.error_rates(["[music]"], ["la la"], "pt")["wer"])
     assert metrics.sample_wer("...", "anything", "pt") is None

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from harness import results
+from harness.datasets import Sample
 from harness.errors import UserError
+from harness.runner import ChildOutcome
+from harness.scenario import validate_scenario
+from harness.sweep import data_description
 
 
 def _row(run_id: str, **metrics: object) -> dict:
@@ -47,3 +51,21 @@ def test_summary_csv_has_one_line_per_row_with_per_language_columns(tmp_path: Pa
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0].startswith("run_id,status,backend,model") and "wer_en" in lines[0]
     assert lines[2].startswith("b,oom,") and lines[2].endswith(",cap")
+
+
+def test_wer_is_scored_with_the_scenarios_normalization() -> None:
+    scenario = validate_scenario({"name": "s", "matrix": {"model": ["base"]},
+                                  "normalization": {"pt": {"numbers": "spell-out", "remove_diacritics": True}}},
+                                 Path("s.yaml"))
+    sample = Sample(id="p1", lang="pt", audio="/a.wav", text="São sete horas", dataset="d")
+    worker = {"ok": True, "vmhwm_mb": 1, "rss_after_load_mb": 1, "rss_anon_after_load_mb": 1, "rss_file_after_load_mb": 0,
+              "load_s": 1, "first_latency_s": 1,
+              "samples": [{"id": "p1", "lang": "pt", "audio_s": 2.0, "latency_s": [0.5], "hypothesis": "Sao 7 horas."}]}
+    outcome = ChildOutcome(status="ok", reason="", result=worker, ru_maxrss_mb=100.0, wall_s=3.0)
+    spec = scenario.expand()[0]
+    data = data_description(scenario, [sample])
+    row = results.build_row(spec, outcome, [sample], None, {}, data)
+    assert row["data"]["normalization"]["pt"] == {"normalizer": "whisper-basic", "remove_diacritics": True, "numbers": "spell-out"}
+    assert row["metrics"]["languages"]["pt"]["wer"] == 0.0
+    default = results.build_row(spec, outcome, [sample], None, {}, {**data, "normalization": {}})
+    assert default["metrics"]["languages"]["pt"]["wer"] == pytest.approx(2 / 3, abs=1e-4)

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli, write_scenario
 
 from harness.errors import UserError
+from harness.metrics import Normalization
 from harness.scenario import load_scenario, parse_cpu_list
 
 MINIMAL = """
@@ -45,6 +46,15 @@ include: [{model: base, quantization: int8, threads: 1, cpu_pinning: "0"}]
     assert extra.decoding["best_of"] == 5 and extra.repeats == 3 and extra.warmup == 1
 
 
+def test_normalization_per_language_with_defaults(tmp_path: Path) -> None:
+    scenario = load_scenario(write_scenario(tmp_path / "s.yaml", MINIMAL + """
+normalization:
+  pt: {remove_diacritics: true, numbers: spell-out}
+"""))
+    assert scenario.normalization_for("pt") == Normalization("whisper-basic", remove_diacritics=True, numbers="spell-out")
+    assert scenario.normalization_for("en") == Normalization("whisper-english")
+
+
 def test_quick_shortens_the_run(tmp_path: Path) -> None:
     quick = load_scenario(write_scenario(tmp_path / "s.yaml", MINIMAL)).quick()
     assert (quick.repeats, quick.warmup, quick.max_samples_per_language) == (1, 1, 2)
@@ -79,6 +89,11 @@ def test_cpu_lists() -> None:
         (MINIMAL + "languages: [english]\n", ["field 'languages[0]'", "'english'"]),
         (MINIMAL + "exclude: [{model: tiny.en}, {model: base}]\n", ["every configuration", "excluded"]),
         (MINIMAL.replace("model: [tiny.en, base]", "model: []"), ["matrix.model", "non-empty"]),
+        (MINIMAL + "normalization: {pt: {normaliser: none}}\n", ["unknown key 'normalization.pt.normaliser'", "did you mean 'normalizer'"]),
+        (MINIMAL + "normalization: {pt: {normalizer: english}}\n", ["normalization.pt.normalizer", "'english'", "whisper-english"]),
+        (MINIMAL + "normalization: {pt: {remove_diacritics: yes please}}\n", ["normalization.pt.remove_diacritics", "true or false"]),
+        (MINIMAL + "normalization: {yo: {numbers: spell-out}}\n", ["normalization.yo.numbers", "num2words"]),
+        (MINIMAL + "normalization: {portuguese: {}}\n", ["unknown key 'normalization.portuguese'"]),
         ("name: t\n", ["missing required key 'matrix'"]),
         ("", ["empty"]),
         ("name: [t\n", ["not valid YAML"]),
