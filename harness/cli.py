@@ -1,4 +1,5 @@
-"""Command line: `harness run`, `report`, `compare`, `baseline save`, `models list`, `datasets build-default`.
+"""Command line: `harness run`, `report`, `compare`, `baseline save`, `models list|convert`,
+`datasets build-default|import|fetch`.
 
 Exit status: 0 success, 1 a failure to act on (e.g. the disk is full), 2 bad input (a clear message,
 no traceback), 130 / 143 interrupted by SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs
@@ -79,8 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", type=Path, help="the .pt to write (default: the harness's cache, where runs look)")
 
     datasets = sub.add_parser("datasets", help="speech data")
-    datasets.add_subparsers(dest="action", required=True).add_parser(
-        "build-default", help="synthesize the bundled default sample set (cached)")
+    datasets_actions = datasets.add_subparsers(dest="action", required=True)
+    datasets_actions.add_parser("build-default", help="synthesize the bundled default sample set (cached)")
+    imp = datasets_actions.add_parser("import", help="turn a corpus on disk into a manifest folder")
+    imp.add_argument("kind", help="common-voice | fleurs | mls | librispeech | generic")
+    imp.add_argument("src", type=Path, help="the corpus folder (generic: a .csv/.jsonl file or a folder of audio + .txt)")
+    fetch = datasets_actions.add_parser("fetch", help="download a corpus split from the Hugging Face Hub and import it")
+    fetch.add_argument("kind", help="fleurs | common-voice")
+    fetch.add_argument("--subset", help="the corpus's own language name when it differs (FLEURS: pt_br)")
+    fetch.add_argument("--repo", help="another Hub dataset with the same layout (e.g. a newer Common Voice)")
+    for p in (imp, fetch):
+        p.add_argument("--lang", required=True, help="Whisper language code of the speech (en, pt, ...)")
+        p.add_argument("--split", help="part of the corpus (default: test; LibriSpeech: test-clean)")
+        p.add_argument("--limit", type=int, help="import at most N clips (corpus order)")
+        p.add_argument("--out", type=Path, required=True, help="the folder to write (e.g. datasets/cv-pt)")
+        p.add_argument("--force", action="store_true", help="replace an existing manifest folder")
     return parser
 
 
@@ -111,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_baseline(args, console)
             if args.command == "models":
                 return cmd_models(args, console)
-            return cmd_datasets(console)
+            return cmd_datasets(args, console)
     except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return exc.exit_code
@@ -148,6 +162,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     samples = datasets.select(loaded, scenario.languages, scenario.max_samples_per_language)
     if not samples:
         raise UserError(f"{args.scenario}: no samples left after the languages filter {list(scenario.languages or [])}")
+    if note := datasets.conversion_note(samples):
+        console.print(f"note: {note}")
     run_dir = args.resume or args.out or sweep.default_run_dir(scenario)
     console.print(f"{scenario.name}: {len(specs)} configurations x {len(samples)} samples -> {run_dir}")
     try:
@@ -236,10 +252,24 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_datasets(console: Console) -> int:
-    from harness import datasets
+def cmd_datasets(args: argparse.Namespace, console: Console) -> int:
+    from harness import datasets, fetch, importers
 
-    print(datasets.build_default(force=True))
+    if args.action == "build-default":
+        print(datasets.build_default(force=True))
+        return 0
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit: invalid value {args.limit}; expected an integer >= 1")
+    if args.action == "import":
+        manifest = importers.import_dataset(args.kind, args.src, args.lang, args.out, args.split, args.limit, args.force)
+    else:
+        manifest = fetch.fetch(args.kind, args.lang, args.out, args.split or "test", args.limit, args.subset,
+                               args.repo, args.force)
+    samples = datasets.load_manifest(manifest)  # the same checks a run makes
+    console.print(f"{len(samples)} clips, {sum(s.duration_s or 0 for s in samples) / 60:.1f} min of audio -> {manifest}")
+    if note := datasets.conversion_note(samples):
+        console.print(f"note: {note}")
+    print(manifest)
     return 0
 
 

@@ -26,6 +26,7 @@ from harness.models import cache_dir
 
 DEFAULT = "default"
 REQUIRED_FIELDS = ("id", "lang", "audio", "text")
+SAMPLE_RATE = 16000  # what Whisper takes; the worker converts everything else
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Sample:
     dataset: str
     synthetic: bool = False
     duration_s: float | None = None
+    channels: int = 1
+    sample_rate: int = SAMPLE_RATE
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "lang": self.lang, "audio": self.audio, "text": self.text,
@@ -83,35 +86,72 @@ def load_manifest(path: str | os.PathLike[str], name: str | None = None) -> list
             raise UserError(f"{where}: field 'audio': file not found: {audio}")
         if audio.stat().st_size == 0:
             raise UserError(f"{where}: field 'audio': file is empty: {audio}")
-        problem = audio_problem(audio)
-        if problem:
-            raise UserError(f"{where}: field 'audio': cannot decode {audio}: {problem}")
+        try:
+            info = probe_audio(audio)
+        except UndecodableAudio as exc:
+            raise UserError(f"{where}: field 'audio': cannot decode {audio}: {exc}") from None
         duration = entry.get("duration_s")
         samples.append(Sample(
             id=entry["id"], lang=entry["lang"], audio=str(audio), text=entry["text"],
             dataset=name,
             synthetic=bool(entry.get("synthetic", False)),
-            duration_s=float(duration) if isinstance(duration, (int, float)) else None,
+            duration_s=float(duration) if isinstance(duration, (int, float)) else info.duration_s,
+            channels=info.channels, sample_rate=info.sample_rate,
         ))
     if not samples:
         raise UserError(f"{path}: the manifest has no samples")
     return samples
 
 
-def audio_problem(path: Path) -> str | None:
-    """Why FFmpeg (PyAV, as the worker uses) cannot decode this file's audio, or None."""
+@dataclass(frozen=True)
+class AudioInfo:
+    duration_s: float | None
+    channels: int
+    sample_rate: int
+
+
+class UndecodableAudio(Exception):
+    """FFmpeg (through PyAV, as the worker decodes) cannot read this file's audio."""
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """Duration, channels and sample rate of a file whose first audio frame decodes."""
     import av
 
     try:
         with av.open(str(path)) as container:
             stream = next((st for st in container.streams if st.type == "audio"), None)
             if stream is None:
-                return "no audio stream"
-            for _ in container.decode(stream):
-                return None
-            return "no decodable audio frame"
+                raise UndecodableAudio("no audio stream")
+            if next(iter(container.decode(stream)), None) is None:
+                raise UndecodableAudio("no decodable audio frame")
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = container.duration / av.time_base if container.duration else None
+            return AudioInfo(duration, stream.codec_context.channels, stream.codec_context.sample_rate)
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        return str(exc) or type(exc).__name__
+        raise UndecodableAudio(str(exc) or type(exc).__name__) from None
+
+
+def audio_problem(path: Path) -> str | None:
+    """Why this file's audio cannot be decoded, or None."""
+    try:
+        probe_audio(path)
+    except UndecodableAudio as exc:
+        return str(exc)
+    return None
+
+
+def conversion_note(samples: list[Sample]) -> str | None:
+    """Which files the worker will downmix or resample (it decodes everything to 16 kHz mono)."""
+    converted = [s for s in samples if (s.channels, s.sample_rate) != (1, SAMPLE_RATE)]
+    if not converted:
+        return None
+    example = converted[0]
+    return (f"{len(converted)} of {len(samples)} audio file(s) are not {SAMPLE_RATE // 1000} kHz mono (e.g. {example.audio}: "
+            f"{example.channels} channel(s), {example.sample_rate} Hz); each worker converts them to {SAMPLE_RATE // 1000} kHz mono "
+            "when it decodes them, before the timed region")
 
 
 def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None,
