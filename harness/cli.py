@@ -256,7 +256,9 @@ def cmd_datasets(args: argparse.Namespace, console: Console) -> int:
     from harness import datasets, fetch, importers
 
     if args.action == "build-default":
-        print(datasets.build_default(force=True))
+        folder = datasets.build_default(force=True)
+        for name, manifest in datasets.DEFAULT_SETS.items():
+            print(f"{name}: {folder / manifest}")
         return 0
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit: invalid value {args.limit}; expected an integer >= 1")

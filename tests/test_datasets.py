@@ -92,6 +92,17 @@ def test_default_set_is_synthetic_english_and_portuguese() -> None:
     samples = datasets.load_datasets(["default"])
     assert {s.lang for s in samples} == {"en", "pt"}
     assert all(s.synthetic and s.dataset == "default" for s in samples)
-    manifest = datasets.build_default()
-    generators = {json.loads(line)["generator"].split()[0] for line in manifest.read_text().splitlines()}
+    folder = datasets.build_default()
+    generators = {json.loads(line)["generator"].split()[0] for line in (folder / "manifest.jsonl").read_text().splitlines()}
     assert generators == {"piper-tts", "eSpeak"}
+
+
+def test_default_long_form_is_three_minutes_or_more_per_language_made_of_the_short_requests() -> None:
+    long_form = datasets.load_datasets(["default-long"])
+    short = datasets.load_datasets(["default"])
+    assert [s.lang for s in long_form] == ["en", "pt"]
+    for sample in long_form:
+        assert sample.synthetic and sample.dataset == "default-long"
+        assert datasets.probe_audio(Path(sample.audio)).duration_s >= 180
+        requests = [s.text for s in short if s.lang == sample.lang]
+        assert sample.text.startswith(" ".join(requests))

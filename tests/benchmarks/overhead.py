@@ -144,7 +144,7 @@ def default_manifest(tmp: Path) -> Path:
         shutil.copyfile(REAL_DEV.parent / json.loads(jfk)["audio"], tmp / "audio" / "en_jfk.flac")
         entry = {**json.loads(jfk), "audio": "audio/en_jfk.flac"}
     else:
-        sample = load_manifest(build_default())[0]
+        sample = load_manifest(build_default() / "manifest.jsonl")[0]
         shutil.copyfile(sample.audio, tmp / Path(sample.audio).name)
         entry = {"id": sample.id, "lang": sample.lang, "audio": Path(sample.audio).name, "text": sample.text}
     (tmp / "manifest.jsonl").write_text(json.dumps(entry) + "\n")
