@@ -16,10 +16,16 @@ import sys
 import warnings
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from harness.errors import HarnessError, UserError
+from harness.errors import HarnessError, UserError, did_you_mean
+from harness.profiling import PROFILERS
+
+if TYPE_CHECKING:
+    from harness.datasets import Sample
+    from harness.scenario import Scenario
 
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
@@ -47,7 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--search", action="store_true",
                      help="budget-aware search: likely winners first, stop runs that break the memory or "
                           "latency budget, skip configurations that cannot win")
+    run.add_argument("--profile", action="append", default=[], choices=PROFILERS,
+                     help="after measuring, run every configuration once more under this profiler; repeatable")
     _report_options(run)
+
+    prof = sub.add_parser("profile", help="run one configuration under memray or scalene (not a measurement)")
+    prof.add_argument("scenario", type=Path, help="the scenario the configuration belongs to")
+    prof.add_argument("--run", required=True, metavar="RUN_ID", help="the configuration's run id (harness run --dry-run lists them)")
+    prof.add_argument("--with", dest="profiler", required=True, choices=PROFILERS)
+    prof.add_argument("--out", type=Path, help="run directory to add the profile to (default: the newest run of "
+                                               "the scenario that measured RUN_ID, else a new one)")
+    prof.add_argument("--dataset", action="append", default=[], metavar="MANIFEST",
+                      help="use this manifest instead of the scenario's datasets; repeatable")
+    _report_options(prof)
 
     report = sub.add_parser("report", help="render index.html, report.md and recommendation.json")
     report.add_argument("run_dir", type=Path, nargs="?", help="a run directory (holding results.jsonl)")
@@ -117,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = lambda msg, *a, **k: console.print(f"[yellow]warning:[/] {msg}")
             if args.command == "run":
                 return cmd_run(args, console)
+            if args.command == "profile":
+                return cmd_profile(args, console)
             if args.command == "report":
                 return cmd_report(args, console)
             if args.command == "compare":
@@ -155,21 +175,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and args.out:
         raise UserError("--resume DIR already names the run directory; drop --out")
     budgets = parse_budget_overrides(args.budget, scenario.budgets)  # a bad --budget fails before measuring
-    if args.dataset:
-        loaded = datasets.load_datasets(args.dataset, origin="--dataset")
-    else:
-        loaded = datasets.load_datasets(scenario.datasets, scenario.path.parent, f"{args.scenario}: field 'datasets'")
-    samples = datasets.select(loaded, scenario.languages, scenario.max_samples_per_language)
-    if not samples:
-        raise UserError(f"{args.scenario}: no samples left after the languages filter {list(scenario.languages or [])}")
-    if note := datasets.conversion_note(samples):
-        console.print(f"note: {note}")
+    samples = _load_samples(args, scenario, console)
     run_dir = args.resume or args.out or sweep.default_run_dir(scenario)
     console.print(f"{scenario.name}: {len(specs)} configurations x {len(samples)} samples -> {run_dir}")
     try:
         with SweepDisplay(console) as display:
             rows = sweep.run_scenario(scenario, samples, run_dir, resume=bool(args.resume), budgets=budgets,
-                                      search_mode=args.search, on_progress=display)
+                                      search_mode=args.search, profilers=tuple(dict.fromkeys(args.profile)),
+                                      on_progress=display)
     except (KeyboardInterrupt, Terminated) as exc:
         code = 143 if isinstance(exc, Terminated) else 130
         console.print(f"[yellow]interrupted[/]: finished configurations are saved in {run_dir}/results.jsonl; "
@@ -184,6 +197,49 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                       f"{s['run_seconds']:.0f} run-seconds")
     _render_report(run_dir, args, console)
     return 0
+
+
+def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console) -> list[Sample]:
+    from harness import datasets
+
+    if args.dataset:
+        loaded = datasets.load_datasets(args.dataset, origin="--dataset")
+    else:
+        loaded = datasets.load_datasets(scenario.datasets, scenario.path.parent, f"{args.scenario}: field 'datasets'")
+    samples = datasets.select(loaded, scenario.languages, scenario.max_samples_per_language)
+    if not samples:
+        raise UserError(f"{args.scenario}: no samples left after the languages filter {list(scenario.languages or [])}")
+    if note := datasets.conversion_note(samples):
+        console.print(f"note: {note}")
+    return samples
+
+
+def cmd_profile(args: argparse.Namespace, console: Console) -> int:
+    from harness import results, sweep
+    from harness.console import profile_line
+    from harness.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    specs = {s.run_id: s for s in scenario.expand()}
+    if args.run not in specs:
+        raise UserError(f"{args.scenario}: --run: no configuration {args.run!r}{did_you_mean(args.run, specs)}; "
+                        f"`harness run {args.scenario} --dry-run` lists the {len(specs)} run ids")
+    samples = _load_samples(args, scenario, console)
+    run_dir = args.out
+    if run_dir is None:
+        measured = [d for d in sorted(Path("reports").glob(f"{scenario.name}-*"), reverse=True)
+                    if (d / results.RESULTS_FILE).is_file() and any(r["run_id"] == args.run for r in results.read_rows(d))]
+        run_dir = measured[0] if measured else sweep.default_run_dir(scenario)
+    console.print(f"profiling {args.run} with {args.profiler} -> {run_dir}")
+    try:
+        with console.status(f"profiling with {args.profiler} ..."):
+            row = sweep.profile_configuration(scenario, specs[args.run], samples, run_dir, args.profiler)
+    except (KeyboardInterrupt, Terminated) as exc:
+        console.print("[yellow]interrupted[/]: the profiled worker was stopped; nothing was added")
+        return 143 if isinstance(exc, Terminated) else 130
+    console.print(f"[profile {args.profiler}] {args.run}: {profile_line(row)}", highlight=False)
+    _render_report(run_dir, args, console)
+    return 0 if row["status"] == "ok" else 1
 
 
 def _render_report(run_dir: Path, args: argparse.Namespace, console: Console) -> None:

@@ -36,6 +36,22 @@ def row_line(row: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def profile_line(row: dict[str, Any]) -> str:
+    """A profiled run in one line: its headline finding and where its artifacts are."""
+    summary = row.get("profile_summary") or {}
+    if row["status"] != "ok" or "error" in summary:
+        return f"[{STATUS_STYLE[row['status']]}]{row['status']}[/]  {summary.get('error') or row['reason'].splitlines()[0][:160]}"
+    if row["profiler"] == "memray":
+        top = summary["top_sites_at_peak"][0] if summary["top_sites_at_peak"] else None
+        finding = (f"peak heap {summary['peak_heap_mb']:.0f} MiB at {summary.get('peak_at_s', 0):.1f} s "
+                   f"({summary.get('peak_phase', 'unknown')})"
+                   + (f"; largest at peak: {top['site']} {top['mb']:.0f} MiB" if top else ""))
+    else:
+        share = summary.get("cpu_share") or {}
+        finding = "CPU time: " + (", ".join(f"{k} {v:.0%}" for k, v in share.items()) or "no samples")
+    return f"{finding}  -> {', '.join(row['profile'].values())}"
+
+
 class SweepDisplay:
     """A live progress bar (current config, done/total, elapsed, ETA) plus a line per result."""
 
@@ -59,10 +75,14 @@ class SweepDisplay:
         if self.task is None:
             self.task = self.progress.add_task("", total=p.total, completed=p.done)
         if p.row is None:
-            self.progress.update(self.task, description=f"running {p.spec.run_id}", completed=p.done)
+            doing = f"profiling {p.spec.run_id} with {p.profiler}" if p.profiler else f"running {p.spec.run_id}"
+            self.progress.update(self.task, description=doing, completed=p.done)
             return
         self.progress.update(self.task, completed=p.done)
-        self.console.print(f"[{p.done}/{p.total}] {p.spec.run_id}: {row_line(p.row)}", highlight=False)
+        if p.profiler:
+            self.console.print(f"[profile {p.profiler}] {p.spec.run_id}: {profile_line(p.row)}", highlight=False)
+        else:
+            self.console.print(f"[{p.done}/{p.total}] {p.spec.run_id}: {row_line(p.row)}", highlight=False)
 
 
 def results_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -75,6 +95,8 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     for lang in langs:
         table.add_column(f"WER {lang}" + (" (synthetic)" if synthetic[lang] else ""), justify="right")
     for r in rows:
+        if r.get("profiler"):  # not a measurement: its figures include the profiler's overhead
+            continue
         m = r["metrics"]
         cells = [results.short_name(r), f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]", _fmt(m.get("peak_rss_mb"), ".0f"),
                  _fmt(m.get("load_s")), _fmt(m.get("first_latency_s")), _fmt(m.get("latency_p50_s")),

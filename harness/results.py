@@ -112,6 +112,8 @@ def _measure(result: dict[str, Any], by_id: dict[str, Sample], scoring: dict[str
         languages[lang] = {
             "wer": _round(rates["wer"]), "cer": _round(rates["cer"]), "words": rates["words"],
             "samples": len(lang_rows), "audio_s": _round(sum(r["audio_s"] for r in lang_rows), 2),
+            "rtf": _round(sum(sum(r["latency_s"]) for r in lang_rows)
+                          / sum(r["audio_s"] * len(r["latency_s"]) for r in lang_rows)),
             "synthetic": all(by_id[r["id"]].synthetic for r in lang_rows),
         }
     out: dict[str, Any] = {
@@ -165,7 +167,8 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a results file (or of DIR/results.jsonl); refuses unknown schema versions."""
+    """Rows of a results file (or of DIR/results.jsonl); refuses unknown schema versions. A later row
+    with the same run id (a configuration profiled again) replaces the earlier one, in its place."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
@@ -173,7 +176,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read results: {exc}") from None
-    rows = []
+    rows: dict[str, dict[str, Any]] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -188,8 +191,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if version != SCHEMA_VERSION:
             raise UserError(f"{path}:{number}: field 'schema_version': {version!r} is not supported "
                             f"(this harness reads schema_version {SCHEMA_VERSION})")
-        rows.append(row)
-    return rows
+        rows[row["run_id"]] = row
+    return list(rows.values())
 
 
 def run_environment(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:

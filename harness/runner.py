@@ -55,10 +55,12 @@ def child_environment(threads: int) -> dict[str, str]:
 
 
 def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout_s: float,
-              memory_budget_mb: float | None = None) -> ChildOutcome:
+              memory_budget_mb: float | None = None, command: list[str] | None = None) -> ChildOutcome:
     """Run the worker on `job`; return what happened. Never leaves the child behind.
 
     `memory_budget_mb` (budget-aware search) stops the run like a cap, with the verdict `over_budget`.
+    `command` starts the worker another way (under a profiler: harness.profile); the job and result
+    paths are appended to it.
     """
     threads = job["spec"]["threads"]
     stop_at_budget = memory_budget_mb is not None and (cap_mb is None or memory_budget_mb < cap_mb)
@@ -67,7 +69,7 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
     with tempfile.TemporaryDirectory(prefix="harness-job-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps({**job, "parent_pid": os.getpid()}), encoding="utf-8")
-        argv = [sys.executable, "-m", "harness.worker", str(job_path), str(result_path)]
+        argv = [*(command or [sys.executable, "-m", "harness.worker"]), str(job_path), str(result_path)]
         cgroup = CgroupCap(cgroup_parent, f"harness-{os.getpid()}-{Path(tmp).name}", cap_mb) if cgroup_parent else None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         proc = watchdog = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -15,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness import environment, models, results, search
+from harness import environment, models, profiling, results, search
 from harness.catalog import is_english_only, unsupported_reason
 from harness.datasets import Sample
 from harness.errors import HarnessError, UserError
@@ -32,6 +33,7 @@ class Progress:
     spec: RunSpec
     row: dict[str, Any] | None  # None: about to start `spec`
     elapsed_s: float
+    profiler: str | None = None  # a profiled run of `spec`
 
 
 def default_run_dir(scenario: Scenario, reports_dir: Path = Path("reports")) -> Path:
@@ -103,11 +105,12 @@ def machine_lock() -> Iterator[str | None]:
 
 def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, resume: bool = False,
                  budgets: dict[str, Any] | None = None, search_mode: bool = False,
-                 on_progress: Callable[[Progress], None] = lambda p: None) -> list[dict[str, Any]]:
+                 profilers: tuple[str, ...] = (), on_progress: Callable[[Progress], None] = lambda p: None) -> list[dict[str, Any]]:
     """Measure every configuration not already in `run_dir`; return all of its rows.
 
     With `search_mode`, configurations run smallest first, runs stop as soon as they break the memory
     or latency budget, and configurations that cannot win are recorded as skipped (harness.search).
+    Each of `profilers` then runs every configuration that measured ok once more under it.
     """
     budgets = scenario.budgets if budgets is None else budgets
     rows = prepare_run_dir(run_dir, scenario, resume)
@@ -136,18 +139,18 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
                                    memory_budget_mb=budgets.get("peak_rss_mb"))
             else:
                 row = measure_spec(spec, samples, run_dir, env, data)
-            try:
-                results.append_row(run_dir / results.RESULTS_FILE, row)
-            except OSError as exc:
-                raise HarnessError(
-                    f"cannot save the result of {spec.run_id} to {run_dir / results.RESULTS_FILE}: "
-                    f"{exc.strerror or exc}. The {len(rows)} configuration(s) saved before are intact; "
-                    f"make room and run again with --resume {run_dir}") from None
-            rows.append(row)
+            _save(run_dir, row, rows)
             done += 1
             on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start))
+        for spec in specs:  # profiled runs come after every measured one, each in its own worker
+            for profiler in profilers:
+                if f"{spec.run_id}-{profiler}" not in done_ids and _measured_ok(spec, rows):
+                    on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start, profiler))
+                    row = measure_spec(spec, samples, run_dir, env, data, profiler=profiler)
+                    _save(run_dir, row, rows)
+                    on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start, profiler))
     order = {s.run_id: i for i, s in enumerate(specs)}
-    rows.sort(key=lambda r: order.get(r["run_id"], len(order)))
+    rows.sort(key=lambda r: (order.get(r.get("profile_of", r["run_id"]), len(order)), bool(r.get("profiler"))))
     results.write_summary(rows, run_dir / results.SUMMARY_FILE)
     if search_mode:
         (run_dir / SEARCH_FILE).write_text(json.dumps(search_summary(rows), indent=2))
@@ -155,6 +158,39 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
 
 
 SEARCH_FILE = "search.json"
+
+
+def profile_configuration(scenario: Scenario, spec: RunSpec, samples: list[Sample], run_dir: Path,
+                          profiler: str) -> dict[str, Any]:
+    """`harness profile`: one profiled run of `spec`, its row added to `run_dir` (new or existing;
+    a configuration profiled again with the same profiler replaces its earlier profile row)."""
+    existing = (run_dir / results.RESULTS_FILE).exists()
+    rows = prepare_run_dir(run_dir, scenario, resume=existing)
+    env = environment.capture()
+    if not existing:
+        (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
+    with machine_lock() as other:
+        if other is not None:
+            warnings.warn(f"{other} is measuring on this machine too; the profile's timings are distorted", stacklevel=2)
+        row = measure_spec(spec, samples, run_dir, env, data_description(scenario, samples), profiler=profiler)
+        _save(run_dir, row, rows)
+    return row
+
+
+def _save(run_dir: Path, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    try:
+        results.append_row(run_dir / results.RESULTS_FILE, row)
+    except OSError as exc:
+        raise HarnessError(
+            f"cannot save the result of {row['run_id']} to {run_dir / results.RESULTS_FILE}: "
+            f"{exc.strerror or exc}. The {len(rows)} configuration(s) saved before are intact; "
+            f"make room and run again with --resume {run_dir}") from None
+    rows.append(row)
+
+
+def _measured_ok(spec: RunSpec, rows: list[dict[str, Any]]) -> bool:
+    """Profile only configurations that ran (a skipped or failed one has nothing to profile)."""
+    return any(r["run_id"] == spec.run_id and r["status"] == "ok" for r in rows)
 
 
 def search_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -170,7 +206,11 @@ def search_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[str, Any],
                  data: dict[str, Any], stop_when: dict[str, float] | None = None,
-                 memory_budget_mb: float | None = None) -> dict[str, Any]:
+                 memory_budget_mb: float | None = None, profiler: str | None = None) -> dict[str, Any]:
+    """One configuration in its own worker; with `profiler`, a separate profiled run of it (one timed
+    repetition) whose row is `<run id>-<profiler>` and links the profiler's artifacts."""
+    if profiler is not None:
+        spec = dataclasses.replace(spec, run_id=f"{spec.run_id}-{profiler}", repeats=1)
     skipped: dict[str, str] = {}
     if is_english_only(spec.model):  # the worker also checks the loaded model (for directories)
         skipped = {s.lang: f"model {spec.model} is English-only" for s in samples if s.lang != "en"}
@@ -186,9 +226,19 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
         return results.error_row(spec, str(exc), env, data)
     cpus = requested_cpus(spec)
     job = {"spec": spec.to_json(), "model_path": str(model.path), "cpus": cpus,
-           "samples": [s.to_json() for s in samples], "stop_when": stop_when or {}}
+           "samples": [s.to_json() for s in samples], "stop_when": stop_when or {}, "profiler": profiler}
+    folder = run_dir / profiling.PROFILES_DIR / spec.run_id
+    command = None
+    if profiler is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        command = profiling.worker_command(profiler, folder)
     outcome = run_child(job, run_dir / "logs" / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s,
-                        memory_budget_mb)
+                        memory_budget_mb, command)
     row = results.build_row(spec, outcome, samples, cpus, env, data, skipped)
     row["config"]["model_source"] = model.source
+    if profiler is not None:
+        row["profiler"] = profiler
+        row["profile_of"] = spec.run_id.removesuffix(f"-{profiler}")
+        row["profile"], row["profile_summary"] = profiling.artifacts(profiler, folder, outcome.result)
     return row

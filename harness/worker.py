@@ -129,14 +129,16 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int, profiled: bool = False) -> None:
     """Ask the kernel to SIGKILL this process when the harness dies, even by SIGKILL (Linux)."""
     import ctypes
     import signal
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the harness died before the request took effect
+    # The harness died before the request took effect. (Under a profiler that starts the worker in a
+    # process of its own, the parent is the profiler: its process group is killed with the harness's.)
+    if os.getppid() != parent_pid and not profiled:
         os._exit(1)
 
 
@@ -144,7 +146,7 @@ def main(argv: list[str]) -> int:
     job_path, result_path = argv
     with open(job_path, encoding="utf-8") as f:
         job = json.load(f)
-    die_with_parent(job["parent_pid"])
+    die_with_parent(job["parent_pid"], profiled=bool(job.get("profiler")))
     phases = {"start": time.monotonic()}
     if job["cpus"] is not None:
         os.sched_setaffinity(0, job["cpus"])
@@ -159,6 +161,7 @@ def main(argv: list[str]) -> int:
                                     "traceback": traceback.format_exc(), "phases": phases})
         return 1
     result["phases"] = phases
+    result["wall_minus_monotonic"] = time.time() - time.monotonic()  # places profiler timestamps in the phases
     _write_result(result_path, result)
     return 0
 

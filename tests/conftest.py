@@ -37,7 +37,8 @@ def worker_processes() -> list[psutil.Process]:
     """Worker children started by this test session that are still alive."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        if "harness.worker" not in (proc.info["cmdline"] or []):
+        cmdline = proc.info["cmdline"] or []
+        if "harness.worker" not in cmdline and not any(arg.endswith("worker_main.py") for arg in cmdline):  # or under scalene
             continue
         try:
             if proc.environ().get("HARNESS_TEST_SESSION") == SESSION_MARK and proc.status() != psutil.STATUS_ZOMBIE:

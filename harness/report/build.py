@@ -65,13 +65,17 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
             measured, lang, budgets, rec["recommended"]["run_id"] if rec["recommended"] else None))})
     figures.append({"title": "RTF vs threads", "png": _b64(plots.rtf_vs_threads(measured, budgets))})
     figures.append({"title": "Warm latency distributions", "png": _b64(plots.latency_distributions(measured, budgets))})
-    for i, png in enumerate(plots.memory_timelines(rows), start=1):
+    for i, png in enumerate(plots.memory_timelines(measured), start=1):
         figures.append({"title": f"Memory timelines ({i})", "png": _b64(png)})
 
+    profiles = _profiles_by_configuration(rows)
+    measured_ids = {r["run_id"] for r in measured}
     table = []
     for record, row in zip(results.summary_records(rows), rows):
+        if row.get("profile_of") in measured_ids:  # shown as links on the configuration's own line
+            continue
         table.append({**record, "name": results.short_name(row), "verdict": verdicts[row["run_id"]],
-                      "profiler": row.get("profiler")})
+                      "profiler": row.get("profiler"), "profiles": profiles.get(row["run_id"], [])})
     return {
         "title": f"{scenario['name']}: Whisper deployment benchmark",
         "run_dir": str(run_dir),
@@ -92,6 +96,21 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "quantization_comparison": _quantization_comparison(measured, budgets),
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
+
+
+MAIN_ARTIFACT = {"memray": "memray-flamegraph.html", "scalene": "scalene-profile.html"}
+
+
+def _profiles_by_configuration(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """{measured run id: [{profiler, href (its main HTML), anchor (the profile row's details)}]}"""
+    out: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        if row.get("profiler"):
+            files = row.get("profile") or {}
+            out.setdefault(row["profile_of"], []).append({
+                "profiler": row["profiler"], "anchor": row["run_id"],
+                "href": files.get(MAIN_ARTIFACT[row["profiler"]]) or next(iter(files.values()), "")})
+    return out
 
 
 def _quantization_comparison(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, Any] | None:
@@ -133,4 +152,5 @@ def _run_detail(row: dict[str, Any], verdict: str) -> dict[str, Any]:
     return {"run_id": row["run_id"], "name": results.short_name(row), "status": row["status"],
             "reason": row.get("reason", ""), "verdict": verdict, "warnings": row.get("warnings", []),
             "skipped_languages": row.get("skipped_languages", {}), "settings": settings,
-            "samples": row.get("samples", []), "profile": row.get("profile", {})}
+            "samples": row.get("samples", []), "profile": row.get("profile", {}),
+            "profiler": row.get("profiler"), "profile_summary": row.get("profile_summary", {})}
