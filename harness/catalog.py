@@ -26,7 +26,7 @@ BACKEND_INSTALL = {"faster-whisper": "pip install whisper-harness",
                    "openai-whisper": "pip install 'whisper-harness[openai-whisper]' (see the README for the CPU build of PyTorch)"}
 
 
-def unsupported_reason(backend: str, quantization: str) -> str | None:
+def unsupported_reason(backend: str, quantization: str, chunking_mode: str = "whole") -> str | None:
     """Why this backend cannot run this configuration on this machine (CPU only), or None."""
     import importlib.util
 
@@ -35,6 +35,9 @@ def unsupported_reason(backend: str, quantization: str) -> str | None:
         return f"{backend} is not installed (no module {', '.join(missing)}); {BACKEND_INSTALL[backend]}"
     if backend == "openai-whisper" and quantization == "float16":
         return "openai-whisper float16 needs a CUDA GPU; the harness measures on the CPU (use float32 or int8)"
+    if chunking_mode not in BACKEND_CHUNKING[backend]:
+        return (f"{backend} has no '{chunking_mode}' mode ({CHUNKING_MODES[chunking_mode]}); "
+                f"it runs {' and '.join(BACKEND_CHUNKING[backend])}")
     return None
 
 # Whisper model names faster-whisper can download from the hub (faster_whisper.utils._MODELS).
@@ -58,4 +61,40 @@ LANGUAGES: frozenset[str] = frozenset(
     "vi yi yo zh yue".split()
 )
 
-CHUNKING_MODES: tuple[str, ...] = ("whole",)
+# Chunking modes: what each is, its settings and the harness's defaults (None: none; vad's unset
+# settings keep faster-whisper's own defaults).
+CHUNKING_MODES: dict[str, str] = {
+    "whole": "the backend's own long-form transcription, 30-second windows",
+    "chunk_length": "faster-whisper's chunk_length: shorter feature windows",
+    "vad": "faster-whisper's vad_filter: Silero VAD drops silence before decoding",
+    "batched": "faster-whisper's BatchedInferencePipeline: VAD segments decoded in batches",
+    "stream": "the harness feeds the audio in pieces as a live service receives it",
+}
+CHUNKING_SETTINGS: dict[str, dict[str, object]] = {
+    "whole": {},
+    "chunk_length": {"chunk_length": None},
+    # faster_whisper.vad.VadOptions; unset ones keep faster-whisper's defaults.
+    "vad": dict.fromkeys(("threshold", "neg_threshold", "min_speech_duration_ms", "max_speech_duration_s",
+                          "min_silence_duration_ms", "speech_pad_ms")),
+    "batched": {"batch_size": 8},
+    "stream": {"chunk_s": 2.0, "overlap_s": 0.0, "buffer": "pieces"},
+}
+
+
+def chunking_label(chunking: dict[str, object]) -> str:
+    """A chunking setting in a few words: whole, chunk 10s, vad, batched 8, stream 2s overlap 0.5s."""
+    mode = chunking["mode"]
+    if mode == "chunk_length":
+        return f"chunk {chunking['chunk_length']}s"
+    if mode == "batched":
+        return f"batched {chunking['batch_size']}"
+    if mode == "stream":
+        return (f"stream {chunking['chunk_s']:g}s" + (f" overlap {chunking['overlap_s']:g}s" if chunking["overlap_s"] else "")
+                + (" growing" if chunking["buffer"] == "growing" else ""))
+    return str(mode)
+
+
+BACKEND_CHUNKING: dict[str, tuple[str, ...]] = {
+    "faster-whisper": tuple(CHUNKING_MODES),
+    "openai-whisper": ("whole", "stream"),
+}

@@ -27,6 +27,8 @@ def row_line(row: dict[str, Any]) -> str:
         parts.append(f"peak {m['peak_rss_mb']:.0f} MiB")
     if m.get("latency_p95_s") is not None:
         parts.append(f"p95 {m['latency_p95_s']:.2f} s  RTF {m['rtf']:.3f}")
+    if stream := m.get("stream"):
+        parts.append(f"chunk p95 {stream['chunk_latency_p95_s']:.2f} s  final {stream['final_latency_p95_s']:.2f} s after the audio")
     for lang, stats in m.get("languages", {}).items():
         parts.append(f"WER {lang} {_fmt(stats['wer'] * 100 if stats['wer'] is not None else None, '.1f', '%')}")
     if status != "ok":

@@ -26,7 +26,9 @@ from harness.models import cache_dir
 
 DEFAULT = "default"  # the bundled short requests
 DEFAULT_LONG = "default-long"  # the bundled long-form recordings (3 minutes or more per language)
-DEFAULT_SETS = {DEFAULT: "manifest.jsonl", DEFAULT_LONG: "long-form.jsonl"}
+DEFAULT_LENGTHS = "default-lengths"  # English of about 30 s, 2, 5 and 10 minutes (memory vs audio length)
+DEFAULT_SETS = {DEFAULT: "manifest.jsonl", DEFAULT_LONG: "long-form.jsonl", DEFAULT_LENGTHS: "lengths.jsonl"}
+LENGTHS_S = {"30s": 30, "2min": 120, "5min": 300, "10min": 600}
 LONG_FORM_PAUSE_S = 0.6
 REQUIRED_FIELDS = ("id", "lang", "audio", "text")
 SAMPLE_RATE = 16000  # what Whisper takes; the worker converts everything else
@@ -159,7 +161,7 @@ def conversion_note(samples: list[Sample]) -> str | None:
 
 def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None,
                   origin: str = "dataset") -> list[Sample]:
-    """'default', 'default-long' or manifest paths (relative to the working directory, else to `base_dir`).
+    """'default', 'default-long', 'default-lengths' or manifest paths (relative to the working directory, else to `base_dir`).
     `origin` names where the list came from in errors, e.g. "s.yaml: field 'datasets'"."""
     samples: list[Sample] = []
     for i, name in enumerate(names):
@@ -173,7 +175,7 @@ def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = No
         found = next((p for p in tried if p.is_file()), None)
         if found is None:
             raise UserError(f"{origin}[{i}]: manifest not found: {name!r} (looked for "
-                            f"{' and '.join(str(p) for p in tried)}); give 'default', 'default-long' or the path of a manifest .jsonl")
+                            f"{' and '.join(str(p) for p in tried)}); give {', '.join(repr(n) for n in DEFAULT_SETS)} or the path of a manifest .jsonl")
         samples += load_manifest(found)
     ids = [s.id for s in samples]
     if len(ids) != len(set(ids)):
@@ -222,8 +224,9 @@ def _generator_versions() -> dict[str, str]:
 
 def build_default(force: bool = False) -> Path:
     """Synthesize the default sample sets into the cache (once) and return their folder: the short
-    requests (`manifest.jsonl`, dataset `default`) and one long-form recording per language
-    (`long-form.jsonl`, dataset `default-long`)."""
+    requests (`manifest.jsonl`, dataset `default`), one long-form recording per language
+    (`long-form.jsonl`, dataset `default-long`) and English of growing length (`lengths.jsonl`,
+    dataset `default-lengths`)."""
     sentences_text = resources.files("harness").joinpath("data/default_sentences.yaml").read_text(encoding="utf-8")
     generators = _generator_versions()
     key = hashlib.sha256((sentences_text + json.dumps(generators, sort_keys=True)).encode()).hexdigest()[:12]
@@ -244,11 +247,14 @@ def build_default(force: bool = False) -> Path:
             for wav, text in zip(wavs[: len(sentences[lang])], sentences[lang], strict=True):
                 short.append(_entry(wav.stem, lang, wav, text, generator))
             long_wav = _join(wavs, tmp / "audio" / f"{lang}_synth_long.wav", LONG_FORM_PAUSE_S)
-            for wav in wavs[len(sentences[lang]):]:
-                wav.unlink()
             long_form.append(_entry(long_wav.stem, lang, long_wav, " ".join(texts),
                                     f"{generator}; {len(wavs)} utterances joined with {LONG_FORM_PAUSE_S} s pauses"))
-        for entries, name in ((short, DEFAULT_SETS[DEFAULT]), (long_form, DEFAULT_SETS[DEFAULT_LONG])):
+            if lang == "en":
+                lengths = _compose_lengths(wavs, texts, tmp / "audio", generator)
+            for wav in wavs[len(sentences[lang]):]:
+                wav.unlink()
+        for entries, name in ((short, DEFAULT_SETS[DEFAULT]), (long_form, DEFAULT_SETS[DEFAULT_LONG]),
+                              (lengths, DEFAULT_SETS[DEFAULT_LENGTHS])):
             with open(tmp / name, "w", encoding="utf-8") as f:
                 for entry in entries:
                     f.write(json.dumps(entry, ensure_ascii=False) + "\n")
@@ -264,6 +270,26 @@ def _entry(sample_id: str, lang: str, wav: Path, text: str, generator: str) -> d
         duration = w.getnframes() / w.getframerate()
     return {"id": sample_id, "lang": lang, "audio": f"audio/{wav.name}", "text": text,
             "duration_s": round(duration, 3), "synthetic": True, "generator": generator}
+
+
+def _compose_lengths(wavs: list[Path], texts: list[str], out: Path, generator: str) -> list[dict[str, Any]]:
+    """English recordings of about 30 s, 2, 5 and 10 minutes: the session's utterances in order, again
+    from the start when they run out, until the length is reached (each ends after a whole utterance)."""
+    durations = []
+    for wav in wavs:
+        with wave.open(str(wav)) as w:
+            durations.append(w.getnframes() / w.getframerate() + LONG_FORM_PAUSE_S)
+    entries = []
+    for name, target_s in LENGTHS_S.items():
+        picked, total = [], 0.0
+        while total < target_s:
+            i = len(picked) % len(wavs)
+            picked.append(i)
+            total += durations[i]
+        wav = _join([wavs[i] for i in picked], out / f"en_synth_{name}.wav", LONG_FORM_PAUSE_S)
+        entries.append(_entry(wav.stem, "en", wav, " ".join(texts[i] for i in picked),
+                              f"{generator}; {len(picked)} utterances joined with {LONG_FORM_PAUSE_S} s pauses"))
+    return entries
 
 
 def _join(wavs: list[Path], target: Path, pause_s: float) -> Path:

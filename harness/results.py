@@ -13,7 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness import SCHEMA_VERSION, metrics
+from harness import SCHEMA_VERSION, metrics, streaming
+from harness.catalog import chunking_label
 from harness.datasets import Sample
 from harness.errors import UserError
 from harness.runner import ChildOutcome
@@ -34,7 +35,9 @@ def short_name(row: dict[str, Any]) -> str:
     c = row["config"]
     backend = "" if c["backend"] == "faster-whisper" else f"{c['backend']} "
     pin = "" if c["cpu_pinning"]["requested"] == "none" else f" pin={c['cpu_pinning']['requested']}"
-    return f"{backend}{c['model']} {c['quantization']} t{c['threads']}{pin}"
+    chunking = c.get("chunking") or {"mode": "whole"}
+    mode = "" if chunking["mode"] == "whole" else f" {chunking_label(chunking)}"
+    return f"{backend}{c['model']} {c['quantization']} t{c['threads']}{pin}{mode}"
 
 
 def skipped_row(spec: RunSpec, reason: str, environment: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +75,7 @@ def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], reque
     if result is not None:
         by_id = {s.id: s for s in samples}
         scoring = {lang: metrics.Normalization(**how) for lang, how in data.get("normalization", {}).items()}
-        measured.update(_measure(result, by_id, scoring, rows, skipped_languages))
+        measured.update(_measure(result, by_id, scoring, outcome.timeline, rows, skipped_languages))
         cv = metrics.median_cv([r["latency_s"] for r in rows if "latency_s" in r])
         measured["latency_cv"] = _round(cv)
         if cv is not None and cv > NOISY_CV:
@@ -91,7 +94,8 @@ def build_row(spec: RunSpec, outcome: ChildOutcome, samples: list[Sample], reque
 
 
 def _measure(result: dict[str, Any], by_id: dict[str, Sample], scoring: dict[str, metrics.Normalization],
-             rows: list[dict[str, Any]], skipped_languages: dict[str, str]) -> dict[str, Any]:
+             timeline: list[tuple[float, float]], rows: list[dict[str, Any]],
+             skipped_languages: dict[str, str]) -> dict[str, Any]:
     warm: list[float] = []
     warm_audio_s = 0.0
     per_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -100,7 +104,12 @@ def _measure(result: dict[str, Any], by_id: dict[str, Sample], scoring: dict[str
             skipped_languages[s["lang"]] = s["skipped"]
             continue
         ref = by_id[s["id"]].text
-        row = {**s, "reference": ref, "wer": _round(metrics.sample_wer(ref, s["hypothesis"], s["lang"], scoring.get(s["lang"])))}
+        how = scoring.get(s["lang"])
+        row = {k: v for k, v in s.items() if k not in ("windows", "pieces")}
+        row.update(reference=ref, wer=_round(metrics.sample_wer(ref, s["hypothesis"], s["lang"], how)),
+                   peak_rss_mb=_window_peak(timeline, s.get("windows", [])))
+        if "pieces" in s:  # stream mode: how many errors sit at a seam between pieces
+            row["boundary_errors"] = streaming.boundary_errors(ref, s["pieces"], s["lang"], how)
         rows.append(row)
         per_lang[s["lang"]].append(row)
         warm += s["latency_s"]
@@ -114,6 +123,9 @@ def _measure(result: dict[str, Any], by_id: dict[str, Sample], scoring: dict[str
             "samples": len(lang_rows), "audio_s": _round(sum(r["audio_s"] for r in lang_rows), 2),
             "rtf": _round(sum(sum(r["latency_s"]) for r in lang_rows)
                           / sum(r["audio_s"] * len(r["latency_s"]) for r in lang_rows)),
+            **({"errors_at_boundaries": sum(r["boundary_errors"]["at_boundaries"] for r in lang_rows),
+                "errors": sum(r["boundary_errors"]["errors"] for r in lang_rows)}
+               if all("boundary_errors" in r for r in lang_rows) else {}),
             "synthetic": all(by_id[r["id"]].synthetic for r in lang_rows),
         }
     out: dict[str, Any] = {
@@ -125,11 +137,20 @@ def _measure(result: dict[str, Any], by_id: dict[str, Sample], scoring: dict[str
         "first_latency_s": _round(result["first_latency_s"]),
         "languages": languages,
     }
+    if rows and all("chunks" in r for r in rows):
+        out["stream"] = streaming.summarize(rows)
     if warm:
         out.update(latency_p50_s=_round(metrics.percentile(warm, 50)),
                    latency_p95_s=_round(metrics.percentile(warm, 95)),
                    rtf=_round(sum(warm) / warm_audio_s), warm_timings=len(warm))
     return out
+
+
+def _window_peak(timeline: list[tuple[float, float]], windows: list[list[float]]) -> float | None:
+    """The largest sampled tree RSS while a sample was being transcribed (every 20 ms: a shorter spike
+    can be missed; the row's peak_rss_mb is the kernel's exact peak of the whole run)."""
+    inside = [rss for t, rss in timeline if any(t0 <= t <= t1 for t0, t1 in windows)]
+    return round(max(inside), 1) if inside else None
 
 
 def _timeline(outcome: ChildOutcome, phases: dict[str, float]) -> dict[str, Any]:
@@ -206,6 +227,7 @@ def run_environment(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
 SUMMARY_COLUMNS = ("run_id", "status", "backend", "model", "quantization", "threads", "pinning",
                    "peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s", "latency_p50_s",
                    "latency_p95_s", "rtf")
+STREAM_COLUMNS = ("chunk_latency_p95_s", "lag_max_s", "final_latency_p95_s")  # empty unless chunking is stream
 
 
 def summary_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -218,7 +240,9 @@ def summary_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "run_id": r["run_id"], "status": r["status"], "backend": c["backend"], "model": c["model"],
             "quantization": c["quantization"], "threads": c["threads"],
             "pinning": c["cpu_pinning"]["requested"],
+            "chunking": chunking_label(c.get("chunking") or {"mode": "whole"}),
             **{k: m.get(k) for k in SUMMARY_COLUMNS[7:]},
+            **{k: (m.get("stream") or {}).get(k) for k in STREAM_COLUMNS},
         }
         for lang in langs:
             stats = m.get("languages", {}).get(lang, {})

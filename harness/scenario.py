@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
-from harness.catalog import BACKENDS, CHUNKING_MODES, LANGUAGES, WHISPER_MODELS
+from harness.catalog import BACKENDS, CHUNKING_MODES, CHUNKING_SETTINGS, LANGUAGES, WHISPER_MODELS, chunking_label
 from harness.errors import UserError, did_you_mean
 from harness.metrics import NORMALIZERS, NUMBER_MODES, Normalization, default_normalization, num2words_locale
+from harness.streaming import BUFFERS
 
 AXES = ("backend", "model", "quantization", "threads", "cpu_pinning", "chunking", "beam_size")
 AXIS_DEFAULTS: dict[str, Any] = {
@@ -128,7 +129,7 @@ class Scenario:
     def _spec(self, combo: dict[str, Any]) -> RunSpec:
         identity = {**combo, "decoding": self.decoding}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
-        chunk = combo["chunking"]["mode"]
+        chunk = chunking_label(combo["chunking"]).replace(" ", "-")
         pin = str(combo["cpu_pinning"]).replace(",", "_")
         slug = (f"{combo['backend']}-{Path(combo['model']).name}-{combo['quantization']}"
                 f"-t{combo['threads']}-pin{pin}-{chunk}-b{combo['beam_size']}")
@@ -373,16 +374,53 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
             raise c.fail(where, value, f"CPU(s) {missing} do not exist or are not allowed here; available: {available_cpus()}")
         return text
     if axis == "chunking":
-        if isinstance(value, str):
-            value = {"mode": value}
-        doc = c.mapping(value, where, ("mode",))
-        if doc.get("mode") not in CHUNKING_MODES:
-            raise c.fail(f"{where}.mode", doc.get("mode"),
-                         f"expected one of {', '.join(CHUNKING_MODES)}{did_you_mean(doc.get('mode'), CHUNKING_MODES)}")
-        return dict(doc)
+        return _validate_chunking(c, value, where)
     if axis == "beam_size":
         return c.integer(value, where, 1)
     raise AssertionError(axis)
+
+
+def _validate_chunking(c: _Checker, value: Any, where: str) -> dict[str, Any]:
+    """`whole`, `vad`, ... or {MODE: settings} (chunk_length: {chunk_length: 10} or chunk_length: 10)
+    or {mode: MODE, setting: ...} -> {"mode": MODE, settings (stream and batched: defaults filled)}."""
+    modes = tuple(CHUNKING_MODES)
+    if isinstance(value, str):
+        mode, settings = value, {}
+    elif isinstance(value, dict) and "mode" in value:
+        mode, settings = value["mode"], {k: v for k, v in value.items() if k != "mode"}
+    elif isinstance(value, dict) and len(value) == 1:
+        mode, settings = next(iter(value.items()))
+        settings = {mode: settings} if mode == "chunk_length" and not isinstance(settings, dict) else (settings or {})
+    else:
+        raise c.fail(where, value, f"expected a mode ({', '.join(modes)}) or a mapping such as {{vad: {{min_silence_duration_ms: 500}}}}")
+    if mode not in CHUNKING_MODES:
+        raise c.fail(f"{where}.mode" if isinstance(value, dict) and "mode" in value else where, mode,
+                     f"expected one of {', '.join(modes)}{did_you_mean(str(mode), modes)}")
+    where = f"{where}.{mode}"
+    settings = c.mapping(settings, where, tuple(CHUNKING_SETTINGS[mode]))
+    out: dict[str, Any] = {"mode": mode}
+    if mode in ("stream", "batched"):
+        out.update({k: v for k, v in CHUNKING_SETTINGS[mode].items()})
+    for key, setting in settings.items():
+        if key == "buffer":
+            if setting not in BUFFERS:
+                raise c.fail(f"{where}.buffer", setting, f"expected one of {', '.join(BUFFERS)}")
+            out[key] = setting
+        elif key in ("batch_size", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
+            out[key] = c.integer(setting, f"{where}.{key}", 1 if key == "batch_size" else 0)
+        elif key == "chunk_length":
+            out[key] = c.integer(setting, f"{where}.{key}", 1)
+            if out[key] > 30:
+                raise c.fail(f"{where}.{key}", setting, "expected at most 30 (seconds: Whisper's window)")
+        else:
+            out[key] = c.number(setting, f"{where}.{key}", positive=key != "overlap_s")
+            if out[key] < 0:
+                raise c.fail(f"{where}.{key}", setting, "expected a number >= 0")
+    if mode == "chunk_length" and "chunk_length" not in out:
+        raise c.fail(where, value, "needs a length in seconds, e.g. {chunk_length: 10}")
+    if mode == "stream" and out["overlap_s"] >= out["chunk_s"]:
+        raise c.fail(f"{where}.overlap_s", out["overlap_s"], f"expected less than chunk_s ({out['chunk_s']})")
+    return out
 
 
 def _validate_decoding(c: _Checker, raw: Any) -> dict[str, Any]:

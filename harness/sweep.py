@@ -218,7 +218,7 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
         if not samples:
             return results.skipped_row(spec, f"model {spec.model} is English-only; the data has only "
                                              f"{', '.join(sorted(skipped))}", env, data)
-    if why_not := unsupported_reason(spec.backend, spec.quantization):
+    if why_not := unsupported_reason(spec.backend, spec.quantization, spec.chunking["mode"]):
         return results.skipped_row(spec, why_not, env, data)
     try:
         model = models.for_backend(spec.backend, spec.model)

@@ -56,11 +56,14 @@ def _write_result(path: str, result: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+WHOLE = {"mode": "whole"}  # how each piece of a stream is transcribed
+
+
 def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     import threadpoolctl
     from faster_whisper.audio import decode_audio
 
-    from harness import backends
+    from harness import backends, streaming
 
     spec = job["spec"]
     backend = backends.get(spec["backend"])
@@ -77,10 +80,32 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     # peak of one configuration moves between runs, this split says which side moved.
     rss_after_load = _status_mib("VmRSS", "RssAnon", "RssFile")
 
+    chunking = spec["chunking"]
+    windows: dict[str, list[tuple[float, float]]] = {}  # when each sample was being transcribed
+    stream: dict[str, dict[str, Any]] = {}  # stream mode: per sample, compute seconds of every piece
+
     def transcribe(sample: dict[str, Any]) -> tuple[str, float]:
-        t0 = time.perf_counter()
-        text = backend.transcribe(audio[sample["id"]], sample["lang"], spec["beam_size"], spec["decoding"])
+        t0, mono0 = time.perf_counter(), time.monotonic()
+        if chunking["mode"] == "stream":
+            text = transcribe_stream(sample)
+        else:
+            text = backend.transcribe(audio[sample["id"]], sample["lang"], spec["beam_size"], spec["decoding"], chunking)
+        windows.setdefault(sample["id"], []).append((mono0, time.monotonic()))
         return text, time.perf_counter() - t0
+
+    def transcribe_stream(sample: dict[str, Any]) -> str:
+        samples = audio[sample["id"]]
+        ranges = streaming.pieces(len(samples), chunking["chunk_s"], chunking["overlap_s"], chunking["buffer"])
+        texts, seconds = [], []
+        for start, end in ranges:
+            t0 = time.perf_counter()
+            texts.append(backend.transcribe(samples[start:end], sample["lang"], spec["beam_size"], spec["decoding"], WHOLE))
+            seconds.append(time.perf_counter() - t0)
+        record = stream.setdefault(sample["id"], {"chunk_ends_s": [end / 16000 for _, end in ranges], "chunks": []})
+        record["chunks"].append(seconds)
+        if chunking["buffer"] == "pieces":  # seams exist only between separately transcribed pieces
+            record["pieces"] = texts
+        return streaming.merge(texts, chunking["buffer"])
 
     runnable = [s for s in job["samples"] if backend.supports_language(s["lang"])]
     results: list[dict[str, Any]] = [
@@ -95,6 +120,7 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
         for _ in range(spec["warmup"] - 1):
             transcribe(runnable[0])
         phases["measure_start"] = time.monotonic()
+        stream.clear()  # the cold run is not a timed one
         rules = job.get("stop_when") or {}
         planned = len(runnable) * spec["repeats"]
         planned_audio_s = sum(len(audio[s["id"]]) for s in runnable) / 16000 * spec["repeats"]
@@ -108,7 +134,8 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
                 check_stop_rules(rules, timings, planned, planned_audio_s)
             results.append({"id": sample["id"], "lang": sample["lang"],
                             "audio_s": len(audio[sample["id"]]) / 16000,
-                            "latency_s": latencies, "hypothesis": text})
+                            "latency_s": latencies, "hypothesis": text, "windows": windows[sample["id"]],
+                            **stream.get(sample["id"], {})})
     phases["done"] = time.monotonic()
 
     pools = threadpoolctl.threadpool_info()

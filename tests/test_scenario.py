@@ -55,6 +55,24 @@ normalization:
     assert scenario.normalization_for("en") == Normalization("whisper-english")
 
 
+def test_chunking_forms_and_defaults(tmp_path: Path) -> None:
+    scenario = load_scenario(write_scenario(tmp_path / "s.yaml", """
+name: t
+matrix:
+  model: [base]
+  chunking: [whole, {chunk_length: 10}, {vad: {min_silence_duration_ms: 500}}, batched, {stream: {chunk_s: 5, overlap_s: 1}},
+             {mode: stream, buffer: growing}]
+"""))
+    chunkings = [s.chunking for s in scenario.expand()]
+    assert chunkings == [
+        {"mode": "whole"}, {"mode": "chunk_length", "chunk_length": 10}, {"mode": "vad", "min_silence_duration_ms": 500},
+        {"mode": "batched", "batch_size": 8}, {"mode": "stream", "chunk_s": 5.0, "overlap_s": 1.0, "buffer": "pieces"},
+        {"mode": "stream", "chunk_s": 2.0, "overlap_s": 0.0, "buffer": "growing"}]
+    ids = [s.run_id for s in scenario.expand()]
+    assert [i.split("-pinnone-")[1].rsplit("-b5-", 1)[0] for i in ids] == [
+        "whole", "chunk-10s", "vad", "batched-8", "stream-5s-overlap-1s", "stream-2s-growing"]
+
+
 def test_quick_shortens_the_run(tmp_path: Path) -> None:
     quick = load_scenario(write_scenario(tmp_path / "s.yaml", MINIMAL)).quick()
     assert (quick.repeats, quick.warmup, quick.max_samples_per_language) == (1, 1, 2)
@@ -83,7 +101,13 @@ def test_cpu_lists() -> None:
         (MINIMAL.replace("model: [tiny.en, base]", "model: [tiny.en, bsae]"), ["matrix.model[1]", "'bsae'", "did you mean 'base'"]),
         (MINIMAL.replace("quantization: [int8, float32]", "quantization: [int4]"), ["matrix.quantization[0]", "'int4'", "int8"]),
         (MINIMAL + "  backend: [whisper.cpp]\n", ["matrix.backend[0]", "whisper.cpp", "faster-whisper"]),
-        (MINIMAL + "  chunking: [{mode: stream}]\n", ["matrix.chunking[0].mode", "'stream'", "whole"]),
+        (MINIMAL + "  chunking: [{mode: streaming}]\n", ["matrix.chunking[0].mode", "'streaming'", "did you mean 'stream'"]),
+        (MINIMAL + "  chunking: [chunk_length]\n", ["matrix.chunking[0].chunk_length", "needs a length"]),
+        (MINIMAL + "  chunking: [{chunk_length: 45}]\n", ["matrix.chunking[0].chunk_length.chunk_length", "45", "at most 30"]),
+        (MINIMAL + "  chunking: [{vad: {min_silence_ms: 500}}]\n", ["unknown key 'matrix.chunking[0].vad.min_silence_ms'", "min_silence_duration_ms"]),
+        (MINIMAL + "  chunking: [{stream: {chunk_s: 2, overlap_s: 3}}]\n", ["matrix.chunking[0].stream.overlap_s", "less than chunk_s"]),
+        (MINIMAL + "  chunking: [{stream: {buffer: sliding}}]\n", ["matrix.chunking[0].stream.buffer", "pieces, growing"]),
+        (MINIMAL + "  chunking: [{batched: {batch_size: 0}}]\n", ["matrix.chunking[0].batched.batch_size", "integer >= 1"]),
         (MINIMAL + "budgets: {peak_rss: 700}\n", ["unknown key 'budgets.peak_rss'", "did you mean 'peak_rss_mb'"]),
         (MINIMAL + "budgets: {wer: {en: 10}}\n", ["budgets.wer.en", "fraction"]),
         (MINIMAL + "languages: [english]\n", ["field 'languages[0]'", "'english'"]),

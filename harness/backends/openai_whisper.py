@@ -48,8 +48,10 @@ class OpenAIWhisperBackend:
             model = quantize_int8(model)
         self.model, self.quantization = model.eval(), quantization
 
-    def transcribe(self, audio: np.ndarray, language: str, beam_size: int, decoding: dict[str, Any]) -> str:
+    def transcribe(self, audio: np.ndarray, language: str, beam_size: int, decoding: dict[str, Any],
+                   chunking: dict[str, Any]) -> str:
         assert self.model is not None
+        assert chunking["mode"] == "whole", chunking  # the only native mode (catalog.BACKEND_CHUNKING)
         result = self.model.transcribe(
             audio, language=language, beam_size=beam_size, best_of=decoding["best_of"],
             temperature=tuple(decoding["temperature"]),

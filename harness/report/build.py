@@ -65,6 +65,8 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
             measured, lang, budgets, rec["recommended"]["run_id"] if rec["recommended"] else None))})
     figures.append({"title": "RTF vs threads", "png": _b64(plots.rtf_vs_threads(measured, budgets))})
     figures.append({"title": "Warm latency distributions", "png": _b64(plots.latency_distributions(measured, budgets))})
+    if series := plots.length_series(measured):
+        figures.append({"title": "Peak RSS and RTF vs audio length, per configuration", "png": _b64(plots.by_audio_length(series))})
     for i, png in enumerate(plots.memory_timelines(measured), start=1):
         figures.append({"title": f"Memory timelines ({i})", "png": _b64(png)})
 
@@ -149,6 +151,15 @@ def _run_detail(row: dict[str, Any], verdict: str) -> dict[str, Any]:
                 f"compute type {c.get('compute_type_effective') or c['quantization']}, "
                 f"memory cap {c.get('memory_cap_mb') or 'none'}"
                 + (f" ({c['memory_cap_mode']})" if c.get("memory_cap_mode") else ""))
+    stream = row["metrics"].get("stream")
+    if stream:
+        settings += (f"; stream: {stream['chunks']} pieces, per-piece latency p50 {stream['chunk_latency_p50_s']:.2f} s / "
+                     f"p95 {stream['chunk_latency_p95_s']:.2f} s, largest lag behind the audio {stream['lag_max_s']:.2f} s, "
+                     f"final transcript {stream['final_latency_p50_s']:.2f} s (p95 {stream['final_latency_p95_s']:.2f} s) "
+                     "after the audio ends")
+        for lang, stats in row["metrics"].get("languages", {}).items():
+            if "errors_at_boundaries" in stats:
+                settings += f"; {lang}: {stats['errors_at_boundaries']} of {stats['errors']} word errors at a seam between pieces"
     return {"run_id": row["run_id"], "name": results.short_name(row), "status": row["status"],
             "reason": row.get("reason", ""), "verdict": verdict, "warnings": row.get("warnings", []),
             "skipped_languages": row.get("skipped_languages", {}), "settings": settings,

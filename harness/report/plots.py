@@ -150,3 +150,33 @@ def latency_distributions(rows: list[dict[str, Any]], budgets: dict[str, Any]) -
     ax.set_title("Warm latency distributions")
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
+
+
+def length_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
+    """{configuration: [(audio minutes, peak RSS MiB while transcribing it, RTF)]}, for configurations
+    measured on samples of several lengths (a memory-versus-audio-length study)."""
+    series = {}
+    for r in rows:
+        points = sorted((s["audio_s"] / 60, s["peak_rss_mb"], sum(s["latency_s"]) / (s["audio_s"] * len(s["latency_s"])))
+                        for s in r.get("samples", []) if s.get("peak_rss_mb") is not None and s.get("latency_s"))
+        if r["status"] == "ok" and len({round(p[0], 1) for p in points}) >= 3:
+            whole = " whole" if r["config"].get("chunking", {}).get("mode", "whole") == "whole" else ""
+            series[results.short_name(r) + whole] = points
+    return series
+
+
+def by_audio_length(series: dict[str, list[tuple[float, float, float]]]) -> bytes:
+    """Peak RSS and RTF against audio length, one line per configuration (chunking mode)."""
+    fig, (mem, speed) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, points in series.items():
+        minutes = [p[0] for p in points]
+        mem.plot(minutes, [p[1] for p in points], marker="o", label=name)
+        speed.plot(minutes, [p[2] for p in points], marker="o", label=name)
+    mem.set_ylabel("peak RSS while transcribing (MiB, sampled)")
+    speed.set_ylabel("RTF (compute s / audio s)")
+    for ax, title in ((mem, "Memory vs audio length"), (speed, "Speed vs audio length")):
+        ax.set_xlabel("audio length (minutes)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    mem.legend(fontsize=7)
+    return _png(fig)
