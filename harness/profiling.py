@@ -24,13 +24,15 @@ PROFILERS = ("memray", "scalene")
 TOP_SITES = 10
 MEMRAY_CAPTURE = "memray.bin"
 PROFILES_DIR = "profiles"  # in the run directory; one folder per profiled run
+SUMMARY = "summary.json"  # what the report shows, also kept as a file
+WORKER_TIMES = "worker-phases.json"  # the worker's phase marks, to place the memory peak in one
 # Frames of the allocator itself, skipped when naming where an allocation comes from.
 ALLOCATOR_FRAMES = ("malloc", "calloc", "realloc", "memalign", "aligned_alloc", "posix_memalign", "mmap",
                     "operator new", "_Znwm", "_Znam", "PyMem_", "PyObject_Malloc", "_PyObject_", "PyDataMem",
                     "default_malloc", "alloc_mmap", "pymalloc", "new_arena", "allocate_from_new_pool")
 
 
-def worker_command(profiler: str, folder: Path) -> list[str]:
+def worker_command(profiler: str, folder: Path, backend: str) -> list[str]:
     """The worker's command line under `profiler` (the job and result paths are appended)."""
     if profiler == "memray":
         return [sys.executable, "-m", "memray", "run", "--native", "--quiet", "--force",
@@ -41,16 +43,32 @@ def worker_command(profiler: str, folder: Path) -> list[str]:
         launcher = folder / "worker_main.py"
         launcher.write_text("import sys\nfrom harness.worker import main\nsys.exit(main(sys.argv[1:]))\n")
         # --profile-all: faster-whisper, CTranslate2's and PyTorch's Python layers too, not only the harness.
-        return [sys.executable, "-m", "scalene", "run", "--profile-all", "--outfile", str(folder / "scalene.json"),
-                str(launcher), "---"]
+        # Scalene's memory profiling (its malloc interposer) crashed the PyTorch worker with SIGSEGV after
+        # 29 minutes and 14 GB (openai-whisper base, 3-minute file); CPU profiling alone is stable there.
+        cpu_only = ["--cpu-only"] if backend == "openai-whisper" else []
+        return [sys.executable, "-m", "scalene", "run", "--profile-all", *cpu_only,
+                "--outfile", str(folder / "scalene.json"), str(launcher), "---"]
     raise ValueError(profiler)
 
 
 def artifacts(profiler: str, folder: Path, result: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, Any]]:
-    """Render the profiler's reports next to its capture; return ({name: path}, summary)."""
-    if profiler == "memray":
-        return _memray(folder, result)
-    return _scalene(folder)
+    """Render the profiler's reports next to its capture; return ({name: path}, summary). Done in a
+    child process (`python -m harness.profiling`): reading a capture of a PyTorch run takes gigabytes,
+    which the harness, going on to measure, must not keep."""
+    (folder / WORKER_TIMES).write_text(json.dumps({k: (result or {}).get(k) for k in ("phases", "wall_minus_monotonic")}))
+    problem = _run([sys.executable, "-m", "harness.profiling", profiler, str(folder)], folder)
+    if not (folder / SUMMARY).is_file():
+        return {}, {"error": f"could not read the {profiler} profile: {problem}"}
+    done = json.loads((folder / SUMMARY).read_text())
+    return {**done["files"], SUMMARY: f"{PROFILES_DIR}/{folder.name}/{SUMMARY}"}, done["summary"]
+
+
+def main(argv: list[str]) -> int:
+    profiler, folder = argv[0], Path(argv[1])
+    worker_times = json.loads((folder / WORKER_TIMES).read_text())
+    files, summary = _memray(folder, worker_times) if profiler == "memray" else _scalene(folder)
+    (folder / SUMMARY).write_text(json.dumps({"files": files, "summary": summary}, indent=2))
+    return 0
 
 
 def _run(argv: list[str], folder: Path) -> str | None:
@@ -58,7 +76,7 @@ def _run(argv: list[str], folder: Path) -> str | None:
     return None if done.returncode == 0 else (done.stderr or done.stdout).strip().splitlines()[-1]
 
 
-def _memray(folder: Path, result: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, Any]]:
+def _memray(folder: Path, worker_times: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     from memray import FileReader
 
     capture = folder / MEMRAY_CAPTURE
@@ -84,7 +102,7 @@ def _memray(folder: Path, result: dict[str, Any] | None) -> tuple[dict[str, str]
     if snapshots:
         at_peak = max(snapshots, key=lambda s: s.heap)
         summary["peak_at_s"] = round((at_peak.time - snapshots[0].time) / 1000, 2)
-        summary["peak_phase"] = _phase_at(at_peak.time / 1000, result)
+        summary["peak_phase"] = _phase_at(at_peak.time / 1000, worker_times)
     if problems:
         summary["warnings"] = problems
     files = {name: f"{PROFILES_DIR}/{folder.name}/{name}" for name in ("memray-flamegraph.html", "memray-stats.json", MEMRAY_CAPTURE)
@@ -110,14 +128,14 @@ def _short_path(filename: str) -> str:
     return "/".join(parts[-2:])
 
 
-def _phase_at(wall_s: float, result: dict[str, Any] | None) -> str:
+def _phase_at(wall_s: float, worker_times: dict[str, Any]) -> str:
     """Which phase of the worker was running at wall-clock second `wall_s`."""
-    if not result or "phases" not in result or "wall_minus_monotonic" not in result:
+    if not worker_times.get("phases") or worker_times.get("wall_minus_monotonic") is None:
         return "unknown"
-    t = wall_s - result["wall_minus_monotonic"]
+    t = wall_s - worker_times["wall_minus_monotonic"]
     names = {"start": "importing libraries", "imported": "decoding audio", "audio_decoded": "loading the model",
              "loaded": "cold transcription and warm-up", "measure_start": "timed transcriptions", "done": "finishing"}
-    marks = sorted((v, k) for k, v in result["phases"].items() if k in names)
+    marks = sorted((v, k) for k, v in worker_times["phases"].items() if k in names)
     current = "starting"
     for moment, name in marks:
         if t >= moment:
@@ -154,3 +172,7 @@ def _scalene(folder: Path) -> tuple[dict[str, str], dict[str, Any]]:
     html = folder / "scalene-profile.html"
     files = {"scalene-profile.html": html, "scalene.json": profile}
     return {name: f"{PROFILES_DIR}/{folder.name}/{name}" for name, path in files.items() if path.is_file()}, summary
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -158,6 +158,7 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
 
 
 SEARCH_FILE = "search.json"
+PROFILE_TIMEOUT_FACTOR = 4  # scalene slows PyTorch's Python decoding loop down several times
 
 
 def profile_configuration(scenario: Scenario, spec: RunSpec, samples: list[Sample], run_dir: Path,
@@ -209,8 +210,9 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
                  memory_budget_mb: float | None = None, profiler: str | None = None) -> dict[str, Any]:
     """One configuration in its own worker; with `profiler`, a separate profiled run of it (one timed
     repetition) whose row is `<run id>-<profiler>` and links the profiler's artifacts."""
-    if profiler is not None:
-        spec = dataclasses.replace(spec, run_id=f"{spec.run_id}-{profiler}", repeats=1)
+    if profiler is not None:  # profilers' own memory and time would trip the configuration's cap and timeout
+        spec = dataclasses.replace(spec, run_id=f"{spec.run_id}-{profiler}", repeats=1, memory_cap_mb=None,
+                                   timeout_s=spec.timeout_s * PROFILE_TIMEOUT_FACTOR)
     skipped: dict[str, str] = {}
     if is_english_only(spec.model):  # the worker also checks the loaded model (for directories)
         skipped = {s.lang: f"model {spec.model} is English-only" for s in samples if s.lang != "en"}
@@ -232,7 +234,7 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
     if profiler is not None:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        command = profiling.worker_command(profiler, folder)
+        command = profiling.worker_command(profiler, folder, spec.backend)
     outcome = run_child(job, run_dir / "logs" / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s,
                         memory_budget_mb, command)
     row = results.build_row(spec, outcome, samples, cpus, env, data, skipped)

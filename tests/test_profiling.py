@@ -33,8 +33,8 @@ def test_run_with_both_profilers(tmp_path: Path) -> None:
         assert row["status"] == "ok", row["reason"]
         assert (row["profiler"], row["profile_of"], row["run_id"]) == (profiler, measured["run_id"], f"{measured['run_id']}-{profiler}")
         assert all((run_dir / path).is_file() and (run_dir / path).stat().st_size > 0 for path in row["profile"].values())
-    assert set(memray["profile"]) == {"memray-flamegraph.html", "memray-stats.json", "memray.bin"}
-    assert set(scalene["profile"]) == {"scalene-profile.html", "scalene.json"}
+    assert set(memray["profile"]) == {"memray-flamegraph.html", "memray-stats.json", "memray.bin", "summary.json"}
+    assert set(scalene["profile"]) == {"scalene-profile.html", "scalene.json", "summary.json"}
 
     # memray: CTranslate2's allocations (the weights) hold most of the memory live at the peak
     summary = memray["profile_summary"]
