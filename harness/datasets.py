@@ -139,15 +139,6 @@ def probe_audio(path: Path) -> AudioInfo:
         raise UndecodableAudio(str(exc) or type(exc).__name__) from None
 
 
-def audio_problem(path: Path) -> str | None:
-    """Why this file's audio cannot be decoded, or None."""
-    try:
-        probe_audio(path)
-    except UndecodableAudio as exc:
-        return str(exc)
-    return None
-
-
 def conversion_note(samples: list[Sample]) -> str | None:
     """Which files the worker will downmix or resample (it decodes everything to 16 kHz mono)."""
     converted = [s for s in samples if (s.channels, s.sample_rate) != (1, SAMPLE_RATE)]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.catalog import LANGUAGES
-from harness.datasets import audio_problem, probe_audio
+from harness.datasets import UndecodableAudio, probe_audio
 from harness.errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac")
@@ -221,11 +221,17 @@ def import_dataset(kind: str, src: Path, lang: str, out: Path, split: str | None
             if limit is not None and len(lines) >= limit:
                 break
             why_not = _unusable(entry, seen)
-            if why_not:
+            info = None
+            if why_not is None:
+                try:
+                    info = probe_audio(entry.audio)
+                except UndecodableAudio as exc:
+                    why_not = f"cannot decode {entry.audio}: {exc}"
+            if info is None:
                 skipped.append(f"{entry.where}: {why_not}")
                 continue
             seen.add(entry.id)
-            lines.append(json.dumps(_copy(entry, lang, tmp, kind), ensure_ascii=False))
+            lines.append(json.dumps(_copy(entry, lang, tmp, kind, info.duration_s), ensure_ascii=False))
         if not lines:
             raise UserError(f"{src}: no usable clips to import" + (f" ({len(skipped)} left out: {skipped[0]})" if skipped else ""))
         (tmp / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -252,14 +258,12 @@ def _unusable(entry: Entry, seen: set[str]) -> str | None:
         return f"duplicate id {entry.id!r}"
     if not entry.audio.is_file():
         return f"audio not found: {entry.audio}"
-    problem = audio_problem(entry.audio)
-    return f"cannot decode {entry.audio}: {problem}" if problem else None
+    return None
 
 
-def _copy(entry: Entry, lang: str, out: Path, kind: str) -> dict[str, object]:
+def _copy(entry: Entry, lang: str, out: Path, kind: str, duration_s: float | None) -> dict[str, object]:
     target = out / "audio" / f"{entry.id}{entry.audio.suffix.lower()}"
     shutil.copyfile(entry.audio, target)
-    duration = probe_audio(target).duration_s
     return {"id": entry.id, "lang": entry.lang or lang, "audio": f"audio/{target.name}", "text": entry.text.strip(),
-            "duration_s": None if duration is None else round(duration, 3),
+            "duration_s": None if duration_s is None else round(duration_s, 3),
             "sha256": hashlib.sha256(target.read_bytes()).hexdigest(), "source": f"{kind}: {entry.where}"}

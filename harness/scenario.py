@@ -400,7 +400,7 @@ def _validate_chunking(c: _Checker, value: Any, where: str) -> dict[str, Any]:
     settings = c.mapping(settings, where, tuple(CHUNKING_SETTINGS[mode]))
     out: dict[str, Any] = {"mode": mode}
     if mode in ("stream", "batched"):
-        out.update({k: v for k, v in CHUNKING_SETTINGS[mode].items()})
+        out.update(CHUNKING_SETTINGS[mode])
     for key, setting in settings.items():
         if key == "buffer":
             if setting not in BUFFERS:

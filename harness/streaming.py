@@ -11,11 +11,10 @@ previous one is done, and its lag is how long after its arrival its text is read
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jiwer
-
-from harness import metrics
+if TYPE_CHECKING:
+    from harness.metrics import Normalization
 
 SAMPLE_RATE = 16000
 BUFFERS = ("pieces", "growing")
@@ -61,10 +60,14 @@ def session_timeline(ends_s: Sequence[float], compute_s: Sequence[float], durati
 
 
 def boundary_errors(reference: str, pieces_text: Sequence[str], lang: str,
-                    how: metrics.Normalization | None = None) -> dict[str, int]:
+                    how: Normalization | None = None) -> dict[str, int]:
     """Errors (substitutions, deletions, insertions) at a seam between pieces, against all errors: the
     word-level cost of cutting the audio. An error is at a seam when it touches the word before or
     after one."""
+    import jiwer  # parent side only: the worker child imports this module for pieces() and merge()
+
+    from harness import metrics
+
     ref = metrics.normalize(reference, lang, how)
     normalized = [metrics.normalize(t, lang, how) for t in pieces_text]
     hyp = " ".join(t for t in normalized if t)
@@ -89,6 +92,8 @@ def boundary_errors(reference: str, pieces_text: Sequence[str], lang: str,
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Row metrics of a stream-mode run from its samples (each with `chunks`: per timed run, the
     compute seconds of every piece, and `chunk_ends_s`)."""
+    from harness import metrics
+
     chunk_times = [s for sample in samples for run in sample["chunks"] for s in run]
     sessions = [session_timeline(sample["chunk_ends_s"], run, sample["audio_s"])
                 for sample in samples for run in sample["chunks"]]

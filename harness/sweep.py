@@ -229,8 +229,7 @@ def measure_spec(spec: RunSpec, samples: list[Sample], run_dir: Path, env: dict[
     cpus = requested_cpus(spec)
     job = {"spec": spec.to_json(), "model_path": str(model.path), "cpus": cpus,
            "samples": [s.to_json() for s in samples], "stop_when": stop_when or {}, "profiler": profiler}
-    folder = run_dir / profiling.PROFILES_DIR / spec.run_id
-    command = None
+    folder, command = run_dir / profiling.PROFILES_DIR / spec.run_id, None
     if profiler is not None:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
