@@ -2,40 +2,76 @@
 `datasets build-default|import|fetch`.
 
 Exit status: 0 success, 1 a failure to act on (e.g. the disk is full), 2 bad input (a clear message,
-no traceback), 130 / 143 interrupted by SIGINT / SIGTERM (finished rows are kept; `--resume DIR` runs
-the rest).
+no traceback), 130 / 143 / 129 interrupted by SIGINT / SIGTERM / SIGHUP (finished rows are kept;
+`--resume DIR` runs the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
+import math
+import shlex
 import signal
 import sys
 import warnings
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from harness.deploy import DEFAULT_HEADROOM, MAX_HEADROOM
 from harness.errors import HarnessError, UserError, did_you_mean
 from harness.profiling import PROFILERS
 
 if TYPE_CHECKING:
     from harness.datasets import Sample
-    from harness.scenario import Scenario
+    from harness.scenario import RunSpec, Scenario
 
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class Terminated(Exception):
-    """SIGTERM, turned into an exception so that every child is killed and reaped on the way out."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (the terminal or ssh session is gone), raised like Ctrl-C's KeyboardInterrupt,
+    which `except Exception` does not swallow: every child is killed and reaped and every temp file
+    removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def _signal_of(exc: BaseException | None) -> int | None:
+    """The signal that ended a command: Ctrl-C, a Terminated, or one behind an error raised while
+    unwinding from it (e.g. EIO from writing to a terminal that hung up)."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return getattr(exc, "signum", signal.SIGINT)
+        exc = exc.__context__
+    return None
+
+
+def _ignore_stop_signals() -> None:
+    """Once a command is stopping, a second Ctrl-C or SIGTERM must not cut its clean-up short."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _stopping(console: Console, signum: int, message: str) -> int:
+    """The end of every interrupted command (a terminal that is gone does not turn the message into a
+    traceback); returns the exit status, 128 + the signal's number."""
+    _ignore_stop_signals()
+    with contextlib.suppress(OSError):
+        console.print(f"[yellow]interrupted[/] by {signal.Signals(signum).name}: {message}", soft_wrap=True)
+    return 128 + signum
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,8 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
                         help="set or override a budget, e.g. peak_rss_mb=700 or wer.pt=0.2; repeatable")
-    parser.add_argument("--headroom", type=float, default=0.15,
-                        help="memory headroom over the measured peak in the deployment snippet (default 0.15)")
+    parser.add_argument("--headroom", type=_headroom, default=DEFAULT_HEADROOM,
+                        help=f"memory headroom over the measured peak in the deployment snippet (default {DEFAULT_HEADROOM})")
+
+
+def _headroom(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_HEADROOM:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; expected a finite number from 0 to {MAX_HEADROOM:g} "
+                                         "(0.15 = 15 % over the measured peak)")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     # A CI log is not a terminal: give lines room instead of rich's 80-column default.
     width = None if sys.stderr.isatty() else 200
     console = Console(stderr=True, highlight=False, width=width)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) != signal.SIG_IGN:  # under nohup a hangup stays ignored
+            signal.signal(sig, _on_signal)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -146,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "models":
                 return cmd_models(args, console)
             return cmd_datasets(args, console)
-    except HarnessError as exc:
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-        return exc.exit_code
-    except OSError as exc:
-        if exc.errno not in STORAGE_ERRORS:
+    except BaseException as exc:  # sorted out below; anything else keeps its traceback
+        if (signum := _signal_of(exc)) is not None:
+            command = shlex.join(["harness", *(sys.argv[1:] if argv is None else argv)])
+            return _stopping(console, signum, f"`{command}` did not finish; run it again")
+        if isinstance(exc, HarnessError):
+            console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            return exc.exit_code
+        if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRORS:
             raise
         console.print(f"[red]error:[/] cannot write {exc.filename or 'the output'}: {exc.strerror}; "
                       "results saved so far are intact (resume with --resume DIR)", soft_wrap=True)
@@ -158,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from harness import datasets, sweep
+    from harness import models, sweep
     from harness.console import SweepDisplay, results_table
     from harness.recommend import parse_budget_overrides
     from harness.scenario import load_scenario
@@ -175,6 +227,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and args.out:
         raise UserError("--resume DIR already names the run directory; drop --out")
     budgets = parse_budget_overrides(args.budget, scenario.budgets)  # a bad --budget fails before measuring
+    _check_saveable(args.scenario, specs, budgets)
+    models.cache_dir()  # an unusable cache fails here, before a run directory is made
     samples = _load_samples(args, scenario, console)
     run_dir = args.resume or args.out or sweep.default_run_dir(scenario)
     console.print(f"{scenario.name}: {len(specs)} configurations x {len(samples)} samples -> {run_dir}")
@@ -183,20 +237,50 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             rows = sweep.run_scenario(scenario, samples, run_dir, resume=bool(args.resume), budgets=budgets,
                                       search_mode=args.search, profilers=tuple(dict.fromkeys(args.profile)),
                                       on_progress=display)
-    except (KeyboardInterrupt, Terminated) as exc:
-        code = 143 if isinstance(exc, Terminated) else 130
-        console.print(f"[yellow]interrupted[/]: finished configurations are saved in {run_dir}/results.jsonl; "
-                      f"run `harness run {args.scenario} --resume {run_dir}` to measure the rest")
-        return code
-    Console(width=None if sys.stdout.isatty() else 200).print(results_table(rows, f"{scenario.name}: {run_dir}"))
-    console.print(f"results: {run_dir}/results.jsonl, {run_dir}/summary.csv")
-    if args.search:
-        s = sweep.search_summary(rows)
-        console.print(f"search: measured {s['measured']} of {s['configurations']} configurations "
-                      f"({s['stopped_early']} stopped early at a budget), skipped {s['skipped']}; "
-                      f"{s['run_seconds']:.0f} run-seconds")
-    _render_report(run_dir, args, console)
+        Console(width=None if sys.stdout.isatty() else 200).print(results_table(rows, f"{scenario.name}: {run_dir}"))
+        console.print(f"results: {run_dir}/results.jsonl, {run_dir}/summary.csv")
+        if args.search:
+            s = sweep.search_summary(rows)
+            console.print(f"search: measured {s['measured']} of {s['configurations']} configurations "
+                          f"({s['stopped_early']} stopped early at a budget), skipped {s['skipped']}; "
+                          f"{s['run_seconds']:.0f} run-seconds")
+        _render_report(run_dir, args, console)
+    except BaseException as exc:  # an interruption in any phase; anything else goes on to main()
+        if (signum := _signal_of(exc)) is None:
+            raise
+        return _interrupted_run(args, run_dir, signum, console)
     return 0
+
+
+def _check_saveable(scenario_path: Path, specs: list[RunSpec], budgets: dict[str, Any]) -> None:
+    """Refuse before measuring what results.jsonl cannot hold (NaN, infinity, a non-JSON value):
+    every measured row would fail to save."""
+    for what, data in [*((f"configuration {s.run_id}", s.to_json()) for s in specs),
+                       ("budgets (scenario and --budget)", budgets)]:
+        for key, value in data.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise UserError(f"{scenario_path}: {what}: field '{key}': invalid value {value!r}; results are "
+                                "saved as JSON, which holds only finite numbers, text, true/false and null") from None
+
+
+def _interrupted_run(args: argparse.Namespace, run_dir: Path, signum: int, console: Console) -> int:
+    """Write summary.csv from the rows saved so far and say how to finish the run."""
+    from harness import results
+
+    _ignore_stop_signals()
+    saved = run_dir / results.RESULTS_FILE
+    if not saved.is_file():
+        return _stopping(console, signum, "no configuration had finished; run the command again")
+    try:
+        results.write_summary(results.read_rows(saved), run_dir / results.SUMMARY_FILE)
+        summary = f" (summary in {run_dir / results.SUMMARY_FILE})"
+    except (HarnessError, OSError) as exc:
+        summary = f" (no summary.csv: {exc})"
+    return _stopping(console, signum, f"finished configurations are saved in {saved}{summary}; run "
+                                      f"`harness run {args.scenario} --resume {run_dir}` to measure the rest "
+                                      "and render the report")
 
 
 def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console) -> list[Sample]:
@@ -224,6 +308,7 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     if args.run not in specs:
         raise UserError(f"{args.scenario}: --run: no configuration {args.run!r}{did_you_mean(args.run, specs)}; "
                         f"`harness run {args.scenario} --dry-run` lists the {len(specs)} run ids")
+    _check_saveable(args.scenario, [specs[args.run]], {})
     samples = _load_samples(args, scenario, console)
     run_dir = args.out
     if run_dir is None:
@@ -234,9 +319,8 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     try:
         with console.status(f"profiling with {args.profiler} ..."):
             row = sweep.profile_configuration(scenario, specs[args.run], samples, run_dir, args.profiler)
-    except (KeyboardInterrupt, Terminated) as exc:
-        console.print("[yellow]interrupted[/]: the profiled worker was stopped; nothing was added")
-        return 143 if isinstance(exc, Terminated) else 130
+    except KeyboardInterrupt as exc:  # Terminated too
+        return _stopping(console, _signal_of(exc), "the profiled worker was stopped; nothing was added")
     console.print(f"[profile {args.profiler}] {args.run}: {profile_line(row)}", highlight=False)
     _render_report(run_dir, args, console)
     return 0 if row["status"] == "ok" else 1

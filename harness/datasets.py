@@ -1,7 +1,8 @@
 """Speech data: manifests (JSONL) -> validated `Sample`s, and the bundled synthetic default set.
 
 A manifest has one JSON object per line: `id`, `lang`, `audio` (path relative to the manifest's
-folder), `text` (the reference transcript), optionally `duration_s`, `synthetic`, `generator`.
+folder), `text` (the reference transcript), optionally `duration_s`, `sha256`, `synthetic`,
+`generator`, `source`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
@@ -55,29 +59,19 @@ def load_manifest(path: str | os.PathLike[str], name: str | None = None) -> list
     """Parse and check a manifest; every error names the manifest, the line and the field."""
     path = Path(path)
     name = name or (path.parent.name if path.name == "manifest.jsonl" else path.stem)
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read manifest: {exc.strerror or exc}") from None
     root = path.parent.resolve()
     samples: list[Sample] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
+    for number, line in text_lines(path):
         where = f"{path}:{number}"
-        if not raw.strip():
+        if not line.strip():
             continue
-        try:
-            entry = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise UserError(f"{where}: not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not a JSON object ({exc.msg})") from None
-        if not isinstance(entry, dict):
-            raise UserError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+        entry = json_object(line, where)
         for key in REQUIRED_FIELDS:
             if not isinstance(entry.get(key), str) or not entry[key].strip():
                 raise UserError(f"{where}: field '{key}': missing or empty (got {entry.get(key)!r}); "
                                 f"every line needs non-empty strings {', '.join(REQUIRED_FIELDS)}")
+        _check_optional_fields(entry, where)
         if entry["lang"] not in LANGUAGES:
             raise UserError(f"{where}: field 'lang': unknown language code {entry['lang']!r}; "
                             "expected a Whisper language code such as en, pt")
@@ -99,13 +93,70 @@ def load_manifest(path: str | os.PathLike[str], name: str | None = None) -> list
         samples.append(Sample(
             id=entry["id"], lang=entry["lang"], audio=str(audio), text=entry["text"],
             dataset=name,
-            synthetic=bool(entry.get("synthetic", False)),
-            duration_s=float(duration) if isinstance(duration, (int, float)) else info.duration_s,
+            synthetic=entry.get("synthetic") is True,
+            duration_s=float(duration) if duration is not None else info.duration_s,
             channels=info.channels, sample_rate=info.sample_rate,
         ))
     if not samples:
         raise UserError(f"{path}: the manifest has no samples")
     return samples
+
+
+def _check_optional_fields(entry: dict[str, Any], where: str) -> None:
+    """The optional fields a manifest line may have, each absent, null or of its type. A string such as
+    "false" is not taken for a boolean (it would label real speech synthetic), and NaN/Infinity,
+    which Python's json accepts, are not numbers here."""
+    def bad(field: str, expected: str) -> UserError:  # the value as written in the manifest: "false", NaN, true
+        return UserError(f"{where}: field '{field}': expected {expected}, got {json.dumps(entry[field], ensure_ascii=False)}")
+
+    if entry.get("synthetic") is not None and not isinstance(entry["synthetic"], bool):
+        raise bad("synthetic", "true or false (a JSON boolean)")
+    duration = entry.get("duration_s")
+    # the comparison is false for NaN, for Infinity and for integers too large for a float
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not 0 <= duration <= sys.float_info.max):
+        raise bad("duration_s", "a finite number of seconds >= 0")
+    sha256 = entry.get("sha256")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        raise bad("sha256", "64 hexadecimal digits")
+    for field in ("generator", "source"):
+        if entry.get(field) is not None and not isinstance(entry[field], str):
+            raise bad(field, "a string")
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(number, line) of a UTF-8 text file, read as it goes (a leading BOM is dropped, line ends are
+    kept); a file that cannot be read, or a line that is not UTF-8, is a UserError naming the line."""
+    try:
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at position "
+                                    f"{exc.start + 1} of the line); save the file as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def json_object(line: str, where: str) -> dict[str, Any]:
+    """One JSONL line as a dict. A string with a lone surrogate escape ("\\ud800"), which json accepts
+    but UTF-8 cannot hold, is an error naming the field rather than a crash when it is written out."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not a JSON object ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits, deep nesting
+        raise UserError(f"{where}: not a JSON object ({exc})") from None
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+    for key, value in entry.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{where}: field {key!r}: not valid Unicode text (a lone surrogate escape such as "
+                            "\\ud800); write the text in UTF-8") from None
+    return entry
 
 
 @dataclass(frozen=True)

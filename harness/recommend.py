@@ -80,9 +80,10 @@ def parse_budget_overrides(items: list[str], budgets: dict[str, Any]) -> dict[st
         try:
             value = float(raw)
         except ValueError:
-            value = -1.0
-        if not sep or value < 0:
-            raise UserError(f"--budget {item!r}: expected NAME=NUMBER, e.g. peak_rss_mb=700 or wer.pt=0.2")
+            value = math.nan
+        if not sep or not math.isfinite(value) or value < 0:  # nan, inf: no row could be judged (or saved)
+            raise UserError(f"--budget {item!r}: invalid value {raw!r}; expected NAME=NUMBER with a finite "
+                            "number >= 0, e.g. peak_rss_mb=700 or wer.pt=0.2")
         metric, _, lang = key.partition(".")
         if metric in BUDGET_PER_LANGUAGE and lang in LANGUAGES:
             if value > 1:

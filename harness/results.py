@@ -10,6 +10,7 @@ import math
 import os
 import warnings
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from harness.catalog import chunking_label
 from harness.datasets import Sample
 from harness.errors import UserError
 from harness.runner import ChildOutcome
-from harness.scenario import RunSpec
+from harness.scenario import RunSpec, Scenario, load_scenario
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.csv"
@@ -174,7 +175,8 @@ def _timeline(outcome: ChildOutcome, phases: dict[str, float]) -> dict[str, Any]
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """Append one row as one write() on an O_APPEND descriptor, then fsync: a killed harness leaves
-    whole lines only (a reader also ignores a torn last line)."""
+    whole lines only, but for a line torn by a crash mid-write (repair_tail moves it aside before the
+    next append; a reader ignores it)."""
     data = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -187,41 +189,249 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a results file (or of DIR/results.jsonl); refuses unknown schema versions. A later row
-    with the same run id (a configuration profiled again) replaces the earlier one, in its place."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
+def repair_tail(path: Path) -> Path | None:
+    """Before appending to an existing results file: move a torn last line (what a reader ignores: a
+    last line that is not JSON) into a side file `results.jsonl.torn-<time>` and truncate the file to
+    its whole lines, so that the next row starts on a line of its own. A last row that is whole but
+    lacks its newline gets one. Returns the side file, if one was written."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        start = data.rstrip().rfind(b"\n") + 1  # where the last non-blank line starts
+        last = data[start:]
+        if not last.strip():
+            return None
+        if _parses(last):
+            if not data.endswith(b"\n"):
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return None
+        side = _write_side_file(path, last)  # first: the fragment is never only in memory
+        f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+    kept = data.count(b"\n", 0, start)
+    warnings.warn(f"{path}:{kept + 1}: the last line was torn (an interrupted write): kept the {kept} whole "
+                  f"line(s) before it, moved its {len(last)} byte(s) to {side}", stacklevel=2)
+    return side
+
+
+def _parses(line: bytes) -> bool:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read results: {exc}") from None
+        json.loads(line.decode("utf-8"))
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+    return True
+
+
+def _write_side_file(path: Path, fragment: bytes) -> Path:
+    """`<path>.torn-<time>`, or `-2`, `-3`... after it: an earlier fragment is never overwritten."""
+    stem = f"{path.name}.torn-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    side, n = path.with_name(stem), 1
+    while True:
+        try:
+            with open(side, "xb") as f:
+                f.write(fragment)
+                f.flush()
+                os.fsync(f.fileno())
+            return side
+        except FileExistsError:
+            n += 1
+            side = path.with_name(f"{stem}-{n}")
+
+
+def results_path(path: Path) -> Path:
+    path = Path(path)
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def read_run(path: Path) -> tuple[list[dict[str, Any]], Scenario | None]:
+    """The rows of a results file (or of DIR/results.jsonl) that belong to its run, and the run's
+    scenario (the copy beside it, `scenario.yaml`; None without one). The one reader of results:
+
+    - every row is checked (check_row); a bad one is an error naming the file, the line and the field;
+    - a torn last line (an interrupted write) is ignored with a warning;
+    - a row of another scenario than the run's (the copy's name, else the first row's), or whose run id
+      is not one of the copy's configurations, is left out with a warning naming its line;
+    - a later row with the same run id (a configuration profiled again) replaces the earlier one, in
+      its place.
+    """
+    path = results_path(path)
+    copy_path = path.parent / "scenario.yaml"
+    scenario = None
+    if copy_path.is_file():
+        with warnings.catch_warnings():  # warnings about running it here (threads > CPUs), not about reading
+            warnings.simplefilter("ignore")
+            scenario = load_scenario(copy_path)
+    try:
+        lines = path.read_bytes().split(b"\n")  # not splitlines(): a row may hold U+2028, U+0085
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    name = scenario.name if scenario else None
+    run_ids = {spec.run_id for spec in scenario.expand()} if scenario else None
     rows: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(lines, start=1):
+    for index, line in enumerate(lines):
         if not line.strip():
             continue
+        where = f"{path}:{index + 1}"
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                warnings.warn(f"{path}:{number}: ignoring a torn last line (interrupted write)", stacklevel=2)
+            row = json.loads(line.decode("utf-8"))
+        except ValueError as exc:
+            if index == last:
+                warnings.warn(f"{where}: ignoring a torn last line (an interrupted write; --resume moves it aside)",
+                              stacklevel=2)
                 continue
-            raise UserError(f"{path}:{number}: not a JSON object") from None
-        version = row.get("schema_version") if isinstance(row, dict) else None
-        if version != SCHEMA_VERSION:
-            raise UserError(f"{path}:{number}: field 'schema_version': {version!r} is not supported "
-                            f"(this harness reads schema_version {SCHEMA_VERSION})")
-        rows[row["run_id"]] = row
-    return list(rows.values())
+            problem = ": not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f":{exc.colno}: not valid JSON: {exc.msg}"
+            raise UserError(f"{where}{problem} (every line must be one result row, a JSON object)") from None
+        check_row(row, where)
+        if name is None:
+            name = row["scenario"]
+        if row["scenario"] != name:
+            warnings.warn(f"{where}: left out {row['run_id']}: a row of scenario {row['scenario']!r}, not of "
+                          f"this run's {name!r}", stacklevel=2)
+        elif run_ids is not None and row.get("profile_of", row["run_id"]) not in run_ids:
+            warnings.warn(f"{where}: left out {row['run_id']}: not a configuration of {copy_path}", stacklevel=2)
+        else:
+            rows[row["run_id"]] = row
+    return list(rows.values()), scenario
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run (read_run without the scenario)."""
+    return read_run(path)[0]
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object the harness wrote (environment.json, recommendation.json, search.json)."""
+    try:
+        data = path.read_bytes()
+        value = json.loads(data.decode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(value).__name__} {_shown(value)}")
+    return value
 
 
 def run_environment(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The machine a run was measured on: DIR/environment.json, else what its rows recorded."""
     env_file = Path(path) / "environment.json"
     if env_file.is_file():
-        return json.loads(env_file.read_text())
+        env = read_json_object(env_file)
+        _check_fields(env, ENVIRONMENT_FIELDS, str(env_file))
+        return env
     return rows[0].get("environment", {}) if rows else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# What a reader may rely on in a row
+
+
+STATUSES = ("ok", "oom", "timeout", "error", "skipped", "over_budget")
+NUMERIC_METRICS = ("peak_rss_mb", "vmhwm_mb", "rss_after_load_mb", "rss_anon_after_load_mb", "rss_file_after_load_mb",
+                   "load_s", "first_latency_s", "latency_p50_s", "latency_p95_s", "rtf", "latency_cv",
+                   "warm_timings", "run_seconds", "cpu_steal_fraction")
+MISSING = object()  # a field that is absent (None may be a value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _optional_number(value: Any) -> bool:
+    return value is None or _number(value)
+
+
+def _languages_ok(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(s, dict) and all(_optional_number(s.get(k)) for k in ("wer", "cer", "rtf")) for s in value.values())
+
+
+def _samples_ok(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(s, dict) and _optional_number(s.get("audio_s")) and _optional_number(s.get("peak_rss_mb"))
+        and isinstance(s.get("latency_s", []), list) and all(_number(t) for t in s.get("latency_s", []))
+        for s in value)
+
+
+# (field path, required, test, what is expected): what the readers (report, recommendation, compare,
+# trend, search) index or compute with without checking. A field that is not required may be absent.
+ENVIRONMENT_FIELDS: tuple[tuple[str, bool, Any, str], ...] = (
+    ("packages", False, lambda v: isinstance(v, dict), "an object"),
+    ("started_at", False, lambda v: isinstance(v, str), "a string"),
+)
+ROW_FIELDS: tuple[tuple[str, bool, Any, str], ...] = (
+    ("run_id", True, lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+    ("scenario", True, lambda v: isinstance(v, str), "a string"),
+    ("status", True, lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    ("reason", True, lambda v: isinstance(v, str), "a string"),
+    ("config", True, lambda v: isinstance(v, dict), "an object"),
+    *((f"config.{k}", True, lambda v: isinstance(v, str), "a string") for k in ("backend", "model", "quantization")),
+    ("config.threads", True, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    ("config.cpu_pinning", True, lambda v: isinstance(v, dict) and isinstance(v.get("requested"), str),
+     "an object with 'requested' (a string)"),
+    ("config.chunking", False, lambda v: isinstance(v, dict) and isinstance(v.get("mode"), str),
+     "an object with 'mode' (a string)"),
+    ("metrics", True, lambda v: isinstance(v, dict), "an object"),
+    *((f"metrics.{k}", False, _optional_number, "a number or null") for k in NUMERIC_METRICS),
+    ("metrics.languages", False, _languages_ok, "an object of per-language objects (wer, cer, rtf: numbers)"),
+    ("metrics.stream", False, lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
+     "an object of numbers"),
+    ("samples", False, _samples_ok, "a list of objects (audio_s: a number, latency_s: a list of numbers)"),
+    ("environment", True, lambda v: isinstance(v, dict), "an object"),
+    *((f"environment.{k}", *rest) for k, *rest in ENVIRONMENT_FIELDS),
+    ("timeline", False, lambda v: isinstance(v, dict), "an object"),
+    ("profiler", False, lambda v: isinstance(v, str), "a string"),
+    ("profile_of", False, lambda v: isinstance(v, str), "a string"),
+)
+
+
+def invalid(where: str, field: str, value: Any, expected: str) -> UserError:
+    """The error for a bad field of a file the harness reads: names the place, the field and the value."""
+    if value is MISSING:
+        return UserError(f"{where}: field '{field}' is missing; expected {expected}")
+    return UserError(f"{where}: field '{field}': invalid value {_shown(value)}; expected {expected}")
+
+
+def _shown(value: Any) -> str:
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _check_fields(obj: dict[str, Any], fields: tuple[tuple[str, bool, Any, str], ...], where: str) -> None:
+    for path, required, test, expected in fields:
+        value: Any = obj
+        for key in path.split("."):
+            value = value.get(key, MISSING) if isinstance(value, dict) else MISSING
+        if value is MISSING and not required:
+            continue
+        if value is MISSING or not test(value):
+            raise invalid(where, path, value, expected)
+
+
+def check_row(row: Any, where: str) -> dict[str, Any]:
+    """Check one row read back (`where`: file:line) against the results contract, as far as the readers
+    rely on it; a UserError names the line, the field and the value."""
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object (one result row), got {type(row).__name__} {_shown(row)}")
+    version = row.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{where}: field 'schema_version': {version!r} is not supported "
+                        f"(this harness reads schema_version {SCHEMA_VERSION})")
+    _check_fields(row, ROW_FIELDS, where)
+    if "profiler" in row and "profile_of" not in row:
+        raise invalid(where, "profile_of", MISSING, "the measured configuration's run id (a profile row)")
+    peak = row["metrics"].get("peak_rss_mb")
+    if row["status"] == "ok" and not (_number(peak) and peak > 0):
+        raise invalid(where, "metrics.peak_rss_mb", row["metrics"].get("peak_rss_mb", MISSING),
+                      "a number > 0 in a row with status ok")
+    return row
 
 
 SUMMARY_COLUMNS = ("run_id", "status", "backend", "model", "quantization", "threads", "pinning",

@@ -2,19 +2,23 @@
 
 The parent blocks in `os.waitid` / `os.wait4` (the latter also yields the child's kernel peak RSS)
 while a watchdog thread (harness.memcap) samples the child tree's RSS, enforces the memory cap
-(verdict `oom`) and the deadline (verdict `timeout`). Every path, Ctrl-C included, ends with the
-child's process group killed and the child reaped.
+(verdict `oom`) and the deadline (verdict `timeout`). Every path, Ctrl-C, SIGTERM and SIGHUP included,
+ends with the child's process group killed, the child reaped and its temp folder removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from harness.memcap import CGROUP_MODE, MIB, WATCHDOG_MODE, CgroupCap, Watchdog,
 
 STDERR_TAIL_LINES = 15
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -54,6 +59,25 @@ def child_environment(threads: int) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP while a resource (temp folder, child, cgroup) is made or cleaned
+    up, so that no signal falls between the two; one that arrives meanwhile is delivered at the end
+    (unless an exception is already on its way out)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        signal.raise_signal(pending[0])
+
+
 def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout_s: float,
               memory_budget_mb: float | None = None, command: list[str] | None = None) -> ChildOutcome:
     """Run the worker on `job`; return what happened. Never leaves the child behind.
@@ -66,15 +90,19 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
     stop_at_budget = memory_budget_mb is not None and (cap_mb is None or memory_budget_mb < cap_mb)
     watch_mb = memory_budget_mb if stop_at_budget else cap_mb  # the cgroup, if any, keeps the real cap
     cgroup_parent = delegated_cgroup() if cap_mb is not None else None
-    with tempfile.TemporaryDirectory(prefix="harness-job-") as tmp:
-        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+    tmp = proc = watchdog = cgroup = None
+    try:
+        with signals_held():  # each resource is made inside the `try` whose `finally` removes it
+            tmp = Path(tempfile.mkdtemp(prefix="harness-job-"))
+        job_path, result_path = tmp / "job.json", tmp / "result.json"
         job_path.write_text(json.dumps({**job, "parent_pid": os.getpid()}), encoding="utf-8")
         argv = [*(command or [sys.executable, "-m", "harness.worker"]), str(job_path), str(result_path)]
-        cgroup = CgroupCap(cgroup_parent, f"harness-{os.getpid()}-{Path(tmp).name}", cap_mb) if cgroup_parent else None
+        if cgroup_parent:
+            with signals_held():
+                cgroup = CgroupCap(cgroup_parent, f"harness-{os.getpid()}-{tmp.name}", cap_mb)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        proc = watchdog = None
         try:
-            with open(log_path, "wb") as log:
+            with signals_held(), open(log_path, "wb") as log:
                 steal_before = cpu_steal_jiffies()
                 started = time.monotonic()
                 proc = subprocess.Popen(
@@ -87,21 +115,26 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
             # Wait without reaping: while the child is a zombie its process group id cannot be
             # reused, so killing the group below can only hit the child's own descendants.
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-        finally:  # also on Ctrl-C / SIGTERM: stop sampling, kill the group, reap
-            if watchdog is not None:
-                watchdog.stop.set()
-                watchdog.join()
-            if proc is not None:
-                kill_group(proc.pid)
-                _, status_word, rusage = os.wait4(proc.pid, 0)
-                proc.returncode = os.waitstatus_to_exitcode(status_word)
-            kernel_oom = cgroup is not None and cgroup.oom_killed()
-            if cgroup is not None:
-                cgroup.remove()
+        finally:  # also on Ctrl-C / SIGTERM / SIGHUP: stop sampling, kill the group, reap
+            with signals_held():
+                if watchdog is not None:
+                    watchdog.stop.set()
+                    watchdog.join()
+                if proc is not None:
+                    kill_group(proc.pid)
+                    _, status_word, rusage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status_word)
+                kernel_oom = cgroup is not None and cgroup.oom_killed()
+                if cgroup is not None:
+                    cgroup.remove()
         ended_at = time.monotonic()
         steal = cpu_steal_jiffies()
         ru_maxrss_mb = rusage.ru_maxrss * 1024 / MIB  # Linux reports kB
         result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
+    finally:
+        if tmp is not None:
+            with signals_held():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     outcome = ChildOutcome("ok", "", result, ru_maxrss_mb, ended_at - started, watchdog.timeline,
                            started, ended_at, watchdog.crossed_at,

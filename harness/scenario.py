@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import warnings
@@ -173,7 +174,10 @@ class _Checker:
         self.path = path
 
     def fail(self, where: str, value: Any, allowed: str) -> UserError:
-        shown = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+        if isinstance(value, float) and not math.isfinite(value):  # as written in YAML: .nan, .inf, -.inf
+            shown = ".nan" if math.isnan(value) else ("-" if value < 0 else "") + ".inf"
+        else:
+            shown = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
         if len(shown) > 120:
             shown = shown[:117] + "..."
         return UserError(f"{self.path}: field '{where}': invalid value {shown}; {allowed}")
@@ -196,9 +200,14 @@ class _Checker:
         return value
 
     def number(self, value: Any, where: str, positive: bool = True) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
-            raise self.fail(where, value, "expected a number > 0" if positive else "expected a number")
-        return float(value)
+        """A finite number: NaN or infinity would disable a timeout or a cap, and results.jsonl cannot hold them."""
+        try:
+            number = math.nan if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number) or (positive and number <= 0):
+            raise self.fail(where, value, "expected a finite number > 0" if positive else "expected a finite number")
+        return number
 
     def string(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -432,7 +441,8 @@ def _validate_decoding(c: _Checker, raw: Any) -> dict[str, Any]:
             out[key] = c.integer(value, where, 1)
         elif key == "temperature":
             temps = value if isinstance(value, list) else [value]
-            out[key] = [c.number(t, where, positive=False) for t in temps]
+            out[key] = [c.number(t, f"{where}[{i}]" if isinstance(value, list) else where, positive=False)
+                        for i, t in enumerate(temps)]
         elif not isinstance(value, bool):
             raise c.fail(where, value, "expected true or false")
         else:

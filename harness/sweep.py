@@ -7,7 +7,10 @@ import dataclasses
 import fcntl
 import json
 import os
+import shlex
 import shutil
+import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -60,24 +63,100 @@ def data_description(scenario: Scenario, samples: list[Sample]) -> dict[str, Any
     }
 
 
-def prepare_run_dir(run_dir: Path, scenario: Scenario, resume: bool) -> list[dict[str, Any]]:
-    """Create (or reopen, with `resume`) the run directory; return rows already measured."""
+LOCK_FILE = ".lock"
+SCENARIO_COPY = "scenario.yaml"
+RESUME_SETTINGS = ("datasets", "languages", "memory_cap_mb", "normalization")  # besides the run ids
+
+
+@contextlib.contextmanager
+def prepare_run_dir(run_dir: Path, scenario: Scenario, resume: bool,
+                    doing: str = "measuring") -> Iterator[list[dict[str, Any]]]:
+    """Create (or reopen, with `resume`) the run directory and hold its lock while the caller measures
+    into it; yield the rows already measured. On resume the scenario must be the one the directory
+    was started with, and a torn last line is moved aside before anything is appended."""
     results_path = run_dir / results.RESULTS_FILE
-    if results_path.exists() and not resume:
-        raise UserError(f"{run_dir}: already holds results; use --resume {run_dir} to finish it, or another --out")
     if resume and not results_path.exists():
         raise UserError(f"{run_dir}: nothing to resume (no {results.RESULTS_FILE})")
+    with run_dir_lock(run_dir, doing):
+        if results_path.exists() and not resume:
+            raise UserError(f"{run_dir}: already holds results; use --resume {run_dir} to finish it, or another --out")
+        try:
+            (run_dir / "logs").mkdir(exist_ok=True)
+            if not resume:
+                shutil.copyfile(scenario.path, run_dir / SCENARIO_COPY)
+        except OSError as exc:
+            raise UserError(f"{run_dir}: output directory is not writable: {exc.strerror or exc}") from None
+        if not resume:
+            yield []
+            return
+        results.repair_tail(results_path)
+        rows, started_with = results.read_run(run_dir)
+        _check_same_scenario(run_dir, scenario, started_with, rows)
+        yield rows
+
+
+def _check_same_scenario(run_dir: Path, scenario: Scenario, started_with: Scenario | None,
+                         rows: list[dict[str, Any]]) -> None:
+    """Refuse to resume a run directory with another scenario (its rows would mix with the old ones):
+    compares what the scenarios mean (name, run ids, settings that change the measurements), so a
+    comment or a reformatted file is no difference."""
+    copy = run_dir / SCENARIO_COPY
+    if started_with is None:  # no copy: what the rows recorded
+        named = {r["scenario"] for r in rows} - {scenario.name}
+        if named:
+            raise UserError(f"{run_dir}: cannot resume with {scenario.path}: the run directory holds results of "
+                            f"scenario {sorted(named)[0]!r}, not {scenario.name!r}")
+        return
+    differences = []
+    if started_with.name != scenario.name:
+        differences.append(f"name {started_with.name!r} in {copy}, {scenario.name!r} in {scenario.path}")
+    old, new = [s.run_id for s in started_with.expand()], [s.run_id for s in scenario.expand()]
+    for where, ids in ((copy, [i for i in old if i not in new]), (scenario.path, [i for i in new if i not in old])):
+        if ids:
+            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            differences.append(f"run ids only in {where}: {shown}")
+    for setting in RESUME_SETTINGS:
+        if getattr(started_with, setting) != getattr(scenario, setting):
+            differences.append(f"{setting} {getattr(started_with, setting)!r} in {copy}, "
+                               f"{getattr(scenario, setting)!r} in {scenario.path}")
+    if differences:
+        raise UserError(f"{run_dir}: cannot resume with {scenario.path}: it is not the scenario the run directory "
+                        f"was started with ({'; '.join(differences)}). Resume with that scenario, or start a new "
+                        "run directory (--out)")
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path, doing: str) -> Iterator[None]:
+    """Hold RUN_DIR/.lock (an exclusive flock, released by the kernel if the process dies) while measuring
+    into or appending to the run directory: a second process is refused, naming the holder, instead of
+    measuring the same configurations again. Creating the lock file is also the check that the
+    directory is writable."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "logs").mkdir(exist_ok=True)
-        if not resume:
-            shutil.copyfile(scenario.path, run_dir / "scenario.yaml")
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        f = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{run_dir}: output directory is not writable: {exc.strerror or exc}") from None
-    return results.read_rows(results_path) if resume else []
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process (just starting)"
+            raise UserError(f"{run_dir}: in use by {holder}; wait until it has finished (or stop it), "
+                            "then run again") from None
+        except OSError as exc:  # a file system without flock (some network mounts): measure, unguarded
+            warnings.warn(f"{run_dir}: cannot lock it ({exc.strerror or exc}); nothing stops a second harness "
+                          "from measuring into it at the same time", stacklevel=2)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now().isoformat(timespec='seconds')}, "
+                f"{doing}: {shlex.join(sys.argv)}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -113,47 +192,47 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
     Each of `profilers` then runs every configuration that measured ok once more under it.
     """
     budgets = scenario.budgets if budgets is None else budgets
-    rows = prepare_run_dir(run_dir, scenario, resume)
-    env = environment.capture()
-    (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
-    data = data_description(scenario, samples)
-    specs = scenario.expand()
-    done_ids = {r["run_id"] for r in rows}
-    todo = [s for s in specs if s.run_id not in done_ids]
-    if search_mode:
-        todo = search.order(todo)
-    languages = {s.lang for s in samples}
-    with machine_lock() as other:
-        if other is not None:
-            warnings.warn(f"{other} is measuring on this machine too: concurrent runs compete for CPU and "
-                          "memory bandwidth and distort each other's timings", stacklevel=2)
-            env["concurrent_run"] = other
-        start, done = time.monotonic(), len(specs) - len(todo)
-        for spec in todo:
-            on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start))
-            why_not = search.cannot_win(spec, rows, budgets, languages) if search_mode else None
-            if why_not is not None:
-                row = results.skipped_row(spec, why_not, env, data)
-            elif search_mode:
-                row = measure_spec(spec, samples, run_dir, env, data, stop_when=search.stop_rules(budgets),
-                                   memory_budget_mb=budgets.get("peak_rss_mb"))
-            else:
-                row = measure_spec(spec, samples, run_dir, env, data)
-            _save(run_dir, row, rows)
-            done += 1
-            on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start))
-        for spec in specs:  # profiled runs come after every measured one, each in its own worker
-            for profiler in profilers:
-                if f"{spec.run_id}-{profiler}" not in done_ids and _measured_ok(spec, rows):
-                    on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start, profiler))
-                    row = measure_spec(spec, samples, run_dir, env, data, profiler=profiler)
-                    _save(run_dir, row, rows)
-                    on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start, profiler))
-    order = {s.run_id: i for i, s in enumerate(specs)}
-    rows.sort(key=lambda r: (order.get(r.get("profile_of", r["run_id"]), len(order)), bool(r.get("profiler"))))
-    results.write_summary(rows, run_dir / results.SUMMARY_FILE)
-    if search_mode:
-        (run_dir / SEARCH_FILE).write_text(json.dumps(search_summary(rows), indent=2))
+    with prepare_run_dir(run_dir, scenario, resume, "harness run: measuring") as rows:
+        env = environment.capture()
+        (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
+        data = data_description(scenario, samples)
+        specs = scenario.expand()
+        done_ids = {r["run_id"] for r in rows}
+        todo = [s for s in specs if s.run_id not in done_ids]
+        if search_mode:
+            todo = search.order(todo)
+        languages = {s.lang for s in samples}
+        with machine_lock() as other:
+            if other is not None:
+                warnings.warn(f"{other} is measuring on this machine too: concurrent runs compete for CPU and "
+                              "memory bandwidth and distort each other's timings", stacklevel=2)
+                env["concurrent_run"] = other
+            start, done = time.monotonic(), len(specs) - len(todo)
+            for spec in todo:
+                on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start))
+                why_not = search.cannot_win(spec, rows, budgets, languages) if search_mode else None
+                if why_not is not None:
+                    row = results.skipped_row(spec, why_not, env, data)
+                elif search_mode:
+                    row = measure_spec(spec, samples, run_dir, env, data, stop_when=search.stop_rules(budgets),
+                                       memory_budget_mb=budgets.get("peak_rss_mb"))
+                else:
+                    row = measure_spec(spec, samples, run_dir, env, data)
+                _save(run_dir, row, rows)
+                done += 1
+                on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start))
+            for spec in specs:  # profiled runs come after every measured one, each in its own worker
+                for profiler in profilers:
+                    if f"{spec.run_id}-{profiler}" not in done_ids and _measured_ok(spec, rows):
+                        on_progress(Progress(done, len(specs), spec, None, time.monotonic() - start, profiler))
+                        row = measure_spec(spec, samples, run_dir, env, data, profiler=profiler)
+                        _save(run_dir, row, rows)
+                        on_progress(Progress(done, len(specs), spec, row, time.monotonic() - start, profiler))
+        order = {s.run_id: i for i, s in enumerate(specs)}
+        rows.sort(key=lambda r: (order.get(r.get("profile_of", r["run_id"]), len(order)), bool(r.get("profiler"))))
+        results.write_summary(rows, run_dir / results.SUMMARY_FILE)
+        if search_mode:
+            (run_dir / SEARCH_FILE).write_text(json.dumps(search_summary(rows), indent=2))
     return rows
 
 
@@ -166,15 +245,15 @@ def profile_configuration(scenario: Scenario, spec: RunSpec, samples: list[Sampl
     """`harness profile`: one profiled run of `spec`, its row added to `run_dir` (new or existing;
     a configuration profiled again with the same profiler replaces its earlier profile row)."""
     existing = (run_dir / results.RESULTS_FILE).exists()
-    rows = prepare_run_dir(run_dir, scenario, resume=existing)
-    env = environment.capture()
-    if not existing:
-        (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
-    with machine_lock() as other:
-        if other is not None:
-            warnings.warn(f"{other} is measuring on this machine too; the profile's timings are distorted", stacklevel=2)
-        row = measure_spec(spec, samples, run_dir, env, data_description(scenario, samples), profiler=profiler)
-        _save(run_dir, row, rows)
+    with prepare_run_dir(run_dir, scenario, existing, f"harness profile: {spec.run_id} with {profiler}") as rows:
+        env = environment.capture()
+        if not existing:
+            (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
+        with machine_lock() as other:
+            if other is not None:
+                warnings.warn(f"{other} is measuring on this machine too; the profile's timings are distorted", stacklevel=2)
+            row = measure_spec(spec, samples, run_dir, env, data_description(scenario, samples), profiler=profiler)
+            _save(run_dir, row, rows)
     return row
 
 

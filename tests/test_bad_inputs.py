@@ -4,6 +4,8 @@ naming the file, the field (or line) and the value, and no traceback."""
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import wave
 from pathlib import Path
 
@@ -61,6 +63,31 @@ CASES = {
     "budget with an unknown metric": scenario_case(SCENARIO + "budgets: {p99_s: 2}\n", "unknown key 'budgets.p99_s'"),
     "budget WER as a percentage": scenario_case(SCENARIO + "budgets: {wer: {en: 12}}\n", "'budgets.wer.en'", "12", "fraction"),
     "negative timeout": scenario_case(SCENARIO + "timeout_s: -1\n", "field 'timeout_s'", "-1", "> 0"),
+    # Non-finite numbers: a NaN timeout never fires, an infinite one cannot be saved in results.jsonl.
+    "NaN timeout": scenario_case(SCENARIO + "timeout_s: .nan\n", "field 'timeout_s'", ".nan", "finite"),
+    "infinite timeout": scenario_case(SCENARIO + "timeout_s: .inf\n", "field 'timeout_s'", ".inf", "finite"),
+    "timeout that overflows a float": scenario_case(SCENARIO + "timeout_s: 1.0e+400\n", "field 'timeout_s'", ".inf", "finite"),
+    "integer timeout too large for a float": scenario_case(SCENARIO + f"timeout_s: 1{'0' * 400}\n", "field 'timeout_s'", "finite"),
+    "infinite memory cap": scenario_case(SCENARIO + "memory_cap_mb: .inf\n", "field 'memory_cap_mb'", ".inf", "finite"),
+    "NaN temperature": scenario_case(SCENARIO + "decoding: {temperature: [0.0, .nan]}\n",
+                                     "field 'decoding.temperature[1]'", ".nan", "finite"),
+    "negative infinite temperature": scenario_case(SCENARIO + "decoding: {temperature: -.inf}\n",
+                                                   "field 'decoding.temperature'", "-.inf", "finite"),
+    "infinite stream chunk": scenario_case(SCENARIO + "  chunking: [{stream: {chunk_s: .inf}}]\n",
+                                           "'matrix.chunking[0].stream.chunk_s'", ".inf", "finite"),
+    "NaN stream overlap": scenario_case(SCENARIO + "  chunking: [{stream: {chunk_s: 2, overlap_s: .nan}}]\n",
+                                        "'matrix.chunking[0].stream.overlap_s'", ".nan", "finite"),
+    "NaN vad threshold": scenario_case(SCENARIO + "  chunking: [{vad: {threshold: .nan}}]\n",
+                                       "'matrix.chunking[0].vad.threshold'", ".nan", "finite"),
+    "infinite vad speech length": scenario_case(SCENARIO + "  chunking: [{vad: {max_speech_duration_s: .inf}}]\n",
+                                                "'matrix.chunking[0].vad.max_speech_duration_s'", ".inf", "finite"),
+    "infinite budget": scenario_case(SCENARIO + "budgets: {peak_rss_mb: .inf}\n", "'budgets.peak_rss_mb'", ".inf", "finite"),
+    "NaN budget": scenario_case(SCENARIO + "budgets: {rtf: .nan}\n", "'budgets.rtf'", ".nan", "finite"),
+    "NaN per-language budget": scenario_case(SCENARIO + "budgets: {wer: {en: .nan}}\n", "'budgets.wer.en'", ".nan", "finite"),
+    "negative infinite per-language budget": scenario_case(SCENARIO + "budgets: {cer: {en: -.inf}}\n",
+                                                           "'budgets.cer.en'", "-.inf", "finite"),
+    "NaN WER increase": scenario_case(SCENARIO + "budgets: {wer_increase_vs: {quantization: float32, max: .nan}}\n",
+                                      "'budgets.wer_increase_vs.max'", ".nan", "finite"),
     "unknown language": scenario_case(SCENARIO + "languages: [klingon]\n", "field 'languages[0]'", "klingon"),
     "bad run name": scenario_case(SCENARIO.replace("name: bad", "name: ../escape"), "field 'name'", "../escape"),
     "exclude removes everything": scenario_case(SCENARIO + "exclude: [{model: tiny.en}]\n", "every configuration", "excluded"),
@@ -117,6 +144,66 @@ def test_bad_budget_on_the_command_line(tmp_path: Path) -> None:
     scenario.write_text(SCENARIO.replace("DATASET", "default"))
     result = run_cli("run", str(scenario), "--budget", "wer.en=12")
     assert result.returncode == 2 and "--budget 'wer.en=12'" in result.stderr and "fraction" in result.stderr
+
+
+def _golden_run(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "golden-run"
+    run_dir.mkdir()
+    shutil.copyfile(Path(__file__).parent / "golden" / "recommend" / "feasible.jsonl", run_dir / "results.jsonl")
+    return run_dir
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+@pytest.mark.parametrize("budget", ["rtf=nan", "peak_rss_mb=inf", "wer.en=-inf", "latency_p95_s=1e999", "rtf=NaN"])
+def test_non_finite_budget_on_the_command_line(tmp_path: Path, command: str, budget: str) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.replace("DATASET", "default"))
+    target = str(scenario) if command == "run" else str(_golden_run(tmp_path))
+    result = run_cli(command, target, "--budget", budget)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"--budget {budget!r}" in message and "finite" in message
+    assert f"invalid value {budget.partition('=')[2]!r}" in message
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+@pytest.mark.parametrize("headroom", ["nan", "inf", "-inf", "-0.1", "11", "1e400", "lots"])
+def test_bad_headroom(tmp_path: Path, command: str, headroom: str) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.replace("DATASET", "default"))
+    target = str(scenario) if command == "run" else str(_golden_run(tmp_path))
+    result = run_cli(command, target, f"--headroom={headroom}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"--headroom: invalid value {headroom!r}" in message and "finite number from 0 to 10" in message
+    if command == "report":
+        assert not (tmp_path / "golden-run" / "index.html").exists()
+
+
+def test_a_headroom_within_range_is_used(tmp_path: Path) -> None:
+    run_dir = _golden_run(tmp_path)
+    result = run_cli("report", str(run_dir), "--headroom", "0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "recommendation.json").read_text())["deployment"]["headroom"] == 0
+
+
+def test_rows_json_cannot_hold_are_refused_before_measuring(tmp_path: Path) -> None:
+    """The last guard: whatever slipped past validation (here NaN put in after it) fails before any run,
+    naming the file, the configuration, the field and the value, instead of every row failing to save."""
+    import dataclasses
+
+    from harness.cli import _check_saveable
+    from harness.errors import UserError
+    from harness.scenario import load_scenario
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.replace("DATASET", "default"))
+    scenario = dataclasses.replace(load_scenario(path), timeout_s=math.nan)
+    with pytest.raises(UserError, match=r"s\.yaml: configuration faster-whisper-tiny\.en-.*: field 'timeout_s': invalid value nan"):
+        _check_saveable(path, scenario.expand(), {})
+    with pytest.raises(UserError, match=r"budgets .*: field 'wer': invalid value \{'en': inf\}"):
+        _check_saveable(path, load_scenario(path).expand(), {"wer": {"en": math.inf}})
+    _check_saveable(path, load_scenario(path).expand(), {"rtf": 0.5})
 
 
 def test_results_of_an_unknown_schema_version_given_to_report(tmp_path: Path) -> None:

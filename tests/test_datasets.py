@@ -37,6 +37,17 @@ def test_a_good_manifest(tmp_path: Path) -> None:
     assert Path(samples[0].audio).is_absolute() and not samples[0].synthetic
 
 
+def test_optional_fields_of_their_types_are_read(tmp_path: Path) -> None:
+    path = _manifest(tmp_path, [
+        {**GOOD, "synthetic": True, "duration_s": 1.5, "sha256": "ab" * 32, "generator": "espeak-ng", "source": "mine"},
+        {**GOOD, "id": "b", "synthetic": False, "duration_s": 0},
+        {**GOOD, "id": "c", "synthetic": None, "duration_s": None, "sha256": None},  # null: as if absent (imports write it)
+    ])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # a BOM, as some editors write
+    samples = datasets.load_manifest(path)
+    assert [(s.synthetic, s.duration_s) for s in samples] == [(True, 1.5), (False, 0.0), (False, 0.5)]
+
+
 @pytest.mark.parametrize(
     ("entries", "expected"),
     [
@@ -48,6 +59,23 @@ def test_a_good_manifest(tmp_path: Path) -> None:
         ([GOOD, "{not json"], [":2:", "not a JSON object"]),
         ([GOOD, "[1, 2]"], [":2:", "expected a JSON object"]),
         ([{k: v for k, v in GOOD.items() if k != "id"}], [":1:", "field 'id'"]),
+        # optional fields: a string "false" is not false, and NaN/Infinity (which json accepts) are not numbers
+        ([GOOD, {**GOOD, "id": "b", "synthetic": "false"}], [":2:", "field 'synthetic'", 'got "false"', "true or false"]),
+        ([{**GOOD, "synthetic": 1}], [":1:", "field 'synthetic'", "got 1"]),
+        ([{**GOOD, "duration_s": "abc"}], [":1:", "field 'duration_s'", 'got "abc"', "finite number"]),
+        ([{**GOOD, "duration_s": -1}], [":1:", "field 'duration_s'", "got -1", ">= 0"]),
+        ([{**GOOD, "duration_s": True}], [":1:", "field 'duration_s'", "got true"]),
+        ([json.dumps(GOOD)[:-1] + ', "duration_s": NaN}'], [":1:", "field 'duration_s'", "got NaN"]),
+        ([json.dumps(GOOD)[:-1] + ', "duration_s": Infinity}'], [":1:", "field 'duration_s'", "got Infinity"]),
+        ([json.dumps(GOOD)[:-1] + ', "duration_s": 1e999}'], [":1:", "field 'duration_s'", "got Infinity"]),
+        ([json.dumps(GOOD)[:-1] + ', "duration_s": ' + "9" * 400 + "}"], [":1:", "field 'duration_s'", "999"]),
+        ([json.dumps(GOOD)[:-1] + ', "duration_s": ' + "9" * 5000 + "}"], [":1:", "not a JSON object"]),
+        ([{**GOOD, "sha256": "xyz"}], [":1:", "field 'sha256'", 'got "xyz"', "64 hexadecimal"]),
+        ([{**GOOD, "sha256": "g" * 64}], [":1:", "field 'sha256'"]),
+        ([{**GOOD, "generator": 3}], [":1:", "field 'generator'", "got 3", "a string"]),
+        ([{**GOOD, "source": ["a"]}], [":1:", "field 'source'", 'got ["a"]']),
+        (['{"id": "a", "lang": "en", "audio": "audio/a.wav", "text": "lone \\ud800 surrogate"}'], [":1:", "field 'text'", "not valid Unicode"]),
+        (["[" * 100000 + "]" * 100000], [":1:", "not a JSON object"]),
     ],
 )
 def test_bad_manifests(tmp_path: Path, entries: list, expected: list[str]) -> None:

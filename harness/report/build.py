@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,14 @@ from harness import deploy, results
 from harness.errors import UserError
 from harness.recommend import flatten_budgets, parse_budget_overrides, recommend, wer_increase
 from harness.report import plots
-from harness.scenario import BUDGET_WER_INCREASE, load_scenario
+from harness.scenario import BUDGET_WER_INCREASE, Scenario
 
 
-def _scenario_info(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    copy = run_dir / "scenario.yaml"
-    if copy.is_file():
-        scenario = load_scenario(copy)
+def _scenario_info(scenario: Scenario | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if scenario is not None:  # the run directory's copy
         return {"name": scenario.name, "description": scenario.description, "budgets": scenario.budgets,
                 "question": scenario.question}
-    return {"name": rows[0]["scenario"] if rows else run_dir.name, "description": "", "budgets": {}, "question": ""}
+    return {"name": rows[0]["scenario"], "description": "", "budgets": {}, "question": ""}
 
 
 def machine_line(env: dict[str, Any]) -> str:
@@ -47,10 +44,11 @@ def _verdicts(rows: list[dict[str, Any]], rec: dict[str, Any]) -> dict[str, str]
 
 def build(run_dir: Path, budget_overrides: list[str] | None = None,
           headroom: float = deploy.DEFAULT_HEADROOM) -> dict[str, Any]:
-    rows = results.read_rows(run_dir)
+    rows, started_with = results.read_run(run_dir)
     if not rows:
         raise UserError(f"{run_dir}: no results to report")
-    scenario = _scenario_info(run_dir, rows)
+    scenario = _scenario_info(started_with, rows)
+    machine = machine_line(results.run_environment(run_dir, rows))  # a bad environment.json fails before the plots
     budgets = parse_budget_overrides(budget_overrides or [], scenario["budgets"])
     rec = recommend(rows, budgets)
     deployment = deploy.snippet(rec["recommended"], headroom) if rec["recommended"] else None
@@ -84,7 +82,7 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scenario": scenario,
         "budgets": flatten_budgets(budgets),
-        "machine": machine_line(results.run_environment(run_dir, rows)),
+        "machine": machine,
         "languages": languages,
         "synthetic_languages": synthetic,
         "recommendation": rec,
@@ -93,11 +91,26 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "table": table,
         "figures": figures,
         "runs": [_run_detail(r, verdicts[r["run_id"]]) for r in rows],
-        "search": json.loads((run_dir / "search.json").read_text()) if (run_dir / "search.json").is_file() else None,
+        "search": _search_summary(run_dir),
         "run_seconds": round(sum(r["metrics"].get("run_seconds") or 0 for r in rows), 1),
         "quantization_comparison": _quantization_comparison(measured, budgets),
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
+
+
+SEARCH_KEYS = ("configurations", "measured", "stopped_early", "skipped", "run_seconds")
+
+
+def _search_summary(run_dir: Path) -> dict[str, Any] | None:
+    """search.json (a run with --search), checked: the report shows every one of its numbers."""
+    path = run_dir / "search.json"
+    if not path.is_file():
+        return None
+    summary = results.read_json_object(path)
+    for key in SEARCH_KEYS:
+        if isinstance(summary.get(key), bool) or not isinstance(summary.get(key), (int, float)):
+            raise results.invalid(str(path), key, summary.get(key, results.MISSING), "a number")
+    return summary
 
 
 MAIN_ARTIFACT = {"memray": "memray-flamegraph.html", "scalene": "scalene-profile.html"}

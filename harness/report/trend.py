@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +17,50 @@ TREND_METRICS = (("peak_rss_mb", "peak RSS (MiB)"), ("latency_p95_s", "p95 laten
 
 
 def collect(reports_dir: Path) -> list[dict[str, Any]]:
-    """One entry per run directory (oldest first), skipping folders without results."""
+    """One entry per run directory (oldest first), skipping folders without results and, with a
+    warning naming it and the problem, a run directory whose files cannot be read."""
     runs = []
     for results_path in sorted(reports_dir.glob(f"*/{results.RESULTS_FILE}")):
-        run_dir = results_path.parent
         try:
-            rows = results.read_rows(run_dir)
-        except UserError:
+            run = _run_entry(results_path.parent)
+        except UserError as exc:
+            warnings.warn(f"{results_path.parent}: left out of the index: {exc}", stacklevel=2)
             continue
-        if not rows:
-            continue
-        rec_path = run_dir / "recommendation.json"
-        rec = json.loads(rec_path.read_text()) if rec_path.is_file() else recommend(rows, {})
-        started = rows[0]["environment"].get("started_at", "")
-        runs.append({
-            "dir": run_dir.name, "started_at": started, "scenario": rows[0]["scenario"],
-            "has_report": (run_dir / "index.html").is_file(),
-            "recommended": rec["recommended"]["run_id"] if rec.get("recommended") else None,
-            "answer": rec.get("answer", ""),
-            "counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
-            "configs": [{"run_id": r["run_id"], "name": results.short_name(r), "status": r["status"],
-                         **{k: r["metrics"].get(k) for k, _ in TREND_METRICS},
-                         "wer": {lang: s.get("wer") for lang, s in r["metrics"].get("languages", {}).items()}}
-                        for r in rows if not r.get("profiler")],
-        })
+        if run is not None:
+            runs.append(run)
     runs.sort(key=lambda run: run["started_at"])
     return runs
+
+
+def _run_entry(run_dir: Path) -> dict[str, Any] | None:
+    rows = results.read_rows(run_dir)
+    if not rows:
+        return None
+    rec_path = run_dir / "recommendation.json"
+    rec = _recommendation(rec_path) if rec_path.is_file() else recommend(rows, {})
+    started = rows[0]["environment"].get("started_at", "")
+    return {
+        "dir": run_dir.name, "started_at": started, "scenario": rows[0]["scenario"],
+        "has_report": (run_dir / "index.html").is_file(),
+        "recommended": rec["recommended"]["run_id"] if rec.get("recommended") else None,
+        "answer": rec.get("answer", ""),
+        "counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
+        "configs": [{"run_id": r["run_id"], "name": results.short_name(r), "status": r["status"],
+                     **{k: r["metrics"].get(k) for k, _ in TREND_METRICS},
+                     "wer": {lang: s.get("wer") for lang, s in r["metrics"].get("languages", {}).items()}}
+                    for r in rows if not r.get("profiler")],
+    }
+
+
+def _recommendation(path: Path) -> dict[str, Any]:
+    """recommendation.json as `harness report` wrote it (the index shows its answer and chosen run id)."""
+    rec = results.read_json_object(path)
+    chosen = rec.get("recommended")
+    if chosen is not None and not (isinstance(chosen, dict) and isinstance(chosen.get("run_id"), str)):
+        raise results.invalid(str(path), "recommended", chosen, "null or an object with a run_id")
+    if not isinstance(rec.get("answer", ""), str):
+        raise results.invalid(str(path), "answer", rec["answer"], "a string")
+    return rec
 
 
 def _chart(runs: list[dict[str, Any]], metric: str, label: str) -> str | None:
