@@ -61,15 +61,15 @@ WHOLE = {"mode": "whole"}  # how each piece of a stream is transcribed
 
 def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     import threadpoolctl
-    from faster_whisper.audio import decode_audio
 
     from harness import backends, streaming
+    from harness.child.audio import decode
 
     spec = job["spec"]
     backend = backends.get(spec["backend"])
     phases["imported"] = time.monotonic()
 
-    audio = {s["id"]: decode_audio(s["audio"], sampling_rate=16000) for s in job["samples"]}
+    audio = {s["id"]: decode(s["audio"]) for s in job["samples"]}
     phases["audio_decoded"] = time.monotonic()
 
     start = time.perf_counter()
