@@ -1,4 +1,7 @@
-"""Names the harness knows without importing any backend: backends, models, quantizations, languages.
+"""Names the harness knows without importing any backend: models, languages, chunking modes.
+
+What each backend accepts (quantizations, chunking modes, ...) is in its own module under
+harness/backends/ (ask `harness.backends.info(name)`).
 
 Kept import-light on purpose: scenario validation and the CLI's start-up read it, the worker child
 does not need pandas or a second backend to use it.
@@ -6,52 +9,13 @@ does not need pandas or a second backend to use it.
 
 from __future__ import annotations
 
-# Backend name -> quantizations it accepts (validated before anything runs; whether the CPU
-# supports one is found out by the backend at load time and recorded as an `error` row).
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "faster-whisper": (
-        "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
-        "float16", "bfloat16", "float32", "default",
-    ),
-    # int8 = PyTorch dynamic quantization of the Linear layers; float16 needs CUDA (skipped on CPU).
-    "openai-whisper": ("float32", "int8", "float16"),
-}
-
-# Python modules a backend needs (absent ones turn its configurations into `skipped` rows), and how to get them.
-BACKEND_MODULES: dict[str, tuple[str, ...]] = {
-    "faster-whisper": ("faster_whisper",),
-    "openai-whisper": ("whisper", "torch"),
-}
-BACKEND_INSTALL = {"faster-whisper": "pip install whisper-harness",
-                   "openai-whisper": "pip install 'whisper-harness[openai-whisper]' (see the README for the CPU build of PyTorch)"}
-
-
-def unsupported_reason(backend: str, quantization: str, chunking_mode: str = "whole") -> str | None:
-    """Why this backend cannot run this configuration on this machine (CPU only), or None."""
-    import importlib.util
-
-    missing = [m for m in BACKEND_MODULES[backend] if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"{backend} is not installed (no module {', '.join(missing)}); {BACKEND_INSTALL[backend]}"
-    if backend == "openai-whisper" and quantization == "float16":
-        return "openai-whisper float16 needs a CUDA GPU; the harness measures on the CPU (use float32 or int8)"
-    if chunking_mode not in BACKEND_CHUNKING[backend]:
-        return (f"{backend} has no '{chunking_mode}' mode ({CHUNKING_MODES[chunking_mode]}); "
-                f"it runs {' and '.join(BACKEND_CHUNKING[backend])}")
-    return None
-
-# Whisper model names faster-whisper can download from the hub (faster_whisper.utils._MODELS).
+# Whisper model names (the names faster_whisper.utils._MODELS maps to the hub; how a backend gets the
+# weights of one is its own `resolve_model`).
 WHISPER_MODELS: tuple[str, ...] = (
     "tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
     "large-v1", "large-v2", "large-v3", "large", "distil-large-v2", "distil-medium.en",
     "distil-small.en", "distil-large-v3", "distil-large-v3.5", "large-v3-turbo", "turbo",
 )
-
-
-def is_english_only(model: str) -> bool:
-    """English-only checkpoints (`*.en`) cannot transcribe other languages."""
-    return model.rstrip("/").endswith(".en")
-
 
 # The languages Whisper transcribes (faster_whisper.tokenizer._LANGUAGE_CODES).
 LANGUAGES: frozenset[str] = frozenset(
@@ -65,9 +29,9 @@ LANGUAGES: frozenset[str] = frozenset(
 # settings keep faster-whisper's own defaults).
 CHUNKING_MODES: dict[str, str] = {
     "whole": "the backend's own long-form transcription, 30-second windows",
-    "chunk_length": "faster-whisper's chunk_length: shorter feature windows",
-    "vad": "faster-whisper's vad_filter: Silero VAD drops silence before decoding",
-    "batched": "faster-whisper's BatchedInferencePipeline: VAD segments decoded in batches",
+    "chunk_length": "shorter feature windows (chunk_length under 30 seconds)",
+    "vad": "Silero VAD drops silence before decoding",
+    "batched": "VAD segments decoded in batches",
     "stream": "the harness feeds the audio in pieces as a live service receives it",
 }
 CHUNKING_SETTINGS: dict[str, dict[str, object]] = {
@@ -92,9 +56,3 @@ def chunking_label(chunking: dict[str, object]) -> str:
         return (f"stream {chunking['chunk_s']:g}s" + (f" overlap {chunking['overlap_s']:g}s" if chunking["overlap_s"] else "")
                 + (" growing" if chunking["buffer"] == "growing" else ""))
     return str(mode)
-
-
-BACKEND_CHUNKING: dict[str, tuple[str, ...]] = {
-    "faster-whisper": tuple(CHUNKING_MODES),
-    "openai-whisper": ("whole", "stream"),
-}

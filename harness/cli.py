@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from harness.deploy import DEFAULT_HEADROOM, MAX_HEADROOM
+from harness.analyze.deploy import DEFAULT_HEADROOM, MAX_HEADROOM
 from harness.errors import HarnessError, UserError, did_you_mean
-from harness.profiling import PROFILERS
+from harness.measure.profiling import PROFILERS
 
 if TYPE_CHECKING:
-    from harness.datasets import Sample
-    from harness.scenario import RunSpec, Scenario
+    from harness.data.datasets import Sample
+    from harness.plan.scenario import RunSpec, Scenario
 
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_actions = models.add_subparsers(dest="action", required=True)
     models_actions.add_parser("list", help="list local models")
     convert = models_actions.add_parser(
-        "convert", help="convert a CTranslate2 model (name or directory) into an openai-whisper .pt checkpoint")
+        "convert", help="convert a CTranslate2 model (name or directory) into a .pt checkpoint in OpenAI's format")
     convert.add_argument("model", help="tiny.en, base (offline packs), another cached name, or a CTranslate2 directory")
     convert.add_argument("--out", type=Path, help="the .pt to write (default: the harness's cache, where runs look)")
 
@@ -210,10 +210,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from harness import models, sweep
+    from harness.analyze.recommend import parse_budget_overrides
     from harness.console import SweepDisplay, results_table
-    from harness.recommend import parse_budget_overrides
-    from harness.scenario import load_scenario
+    from harness.measure import sweep
+    from harness.plan.scenario import load_scenario
+    from harness.weights import models
 
     scenario = load_scenario(args.scenario)
     if args.quick:
@@ -267,15 +268,15 @@ def _check_saveable(scenario_path: Path, specs: list[RunSpec], budgets: dict[str
 
 def _interrupted_run(args: argparse.Namespace, run_dir: Path, signum: int, console: Console) -> int:
     """Write summary.csv from the rows saved so far and say how to finish the run."""
-    from harness import results
+    from harness import store
 
     _ignore_stop_signals()
-    saved = run_dir / results.RESULTS_FILE
+    saved = run_dir / store.RESULTS_FILE
     if not saved.is_file():
         return _stopping(console, signum, "no configuration had finished; run the command again")
     try:
-        results.write_summary(results.read_rows(saved), run_dir / results.SUMMARY_FILE)
-        summary = f" (summary in {run_dir / results.SUMMARY_FILE})"
+        store.write_summary(store.read_rows(saved), run_dir / store.SUMMARY_FILE)
+        summary = f" (summary in {run_dir / store.SUMMARY_FILE})"
     except (HarnessError, OSError) as exc:
         summary = f" (no summary.csv: {exc})"
     return _stopping(console, signum, f"finished configurations are saved in {saved}{summary}; run "
@@ -284,7 +285,7 @@ def _interrupted_run(args: argparse.Namespace, run_dir: Path, signum: int, conso
 
 
 def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console) -> list[Sample]:
-    from harness import datasets
+    from harness.data import datasets
 
     if args.dataset:
         loaded = datasets.load_datasets(args.dataset, origin="--dataset")
@@ -299,9 +300,10 @@ def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console
 
 
 def cmd_profile(args: argparse.Namespace, console: Console) -> int:
-    from harness import results, sweep
+    from harness import store
     from harness.console import profile_line
-    from harness.scenario import load_scenario
+    from harness.measure import sweep
+    from harness.plan.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     specs = {s.run_id: s for s in scenario.expand()}
@@ -313,7 +315,7 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     run_dir = args.out
     if run_dir is None:
         measured = [d for d in sorted(Path("reports").glob(f"{scenario.name}-*"), reverse=True)
-                    if (d / results.RESULTS_FILE).is_file() and any(r["run_id"] == args.run for r in results.read_rows(d))]
+                    if (d / store.RESULTS_FILE).is_file() and any(r["run_id"] == args.run for r in store.read_rows(d))]
         run_dir = measured[0] if measured else sweep.default_run_dir(scenario)
     console.print(f"profiling {args.run} with {args.profiler} -> {run_dir}")
     try:
@@ -349,7 +351,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from harness import baselines, compare
+    from harness.analyze import baselines, compare
 
     policy = compare.load_policy(args.policy)
     try:
@@ -368,7 +370,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
-    from harness import baselines
+    from harness.analyze import baselines
 
     path = baselines.save(args.run_dir, args.name, args.root)
     console.print(f"baseline saved: {path} (commit it so CI compares against it)")
@@ -376,7 +378,7 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
-    from harness import models
+    from harness.weights import models
 
     if args.action == "convert":
         try:
@@ -393,7 +395,7 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace, console: Console) -> int:
-    from harness import datasets, fetch, importers
+    from harness.data import datasets, fetch, importers
 
     if args.action == "build-default":
         folder = datasets.build_default(force=True)

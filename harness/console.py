@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness import results, sweep
+from harness import store
+from harness.measure import sweep
 
 STATUS_STYLE = {"ok": "green", "oom": "red", "timeout": "yellow", "error": "red", "skipped": "dim",
                 "over_budget": "yellow"}
@@ -100,7 +101,7 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
         if r.get("profiler"):  # not a measurement: its figures include the profiler's overhead
             continue
         m = r["metrics"]
-        cells = [results.short_name(r), f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]", _fmt(m.get("peak_rss_mb"), ".0f"),
+        cells = [store.short_name(r), f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]", _fmt(m.get("peak_rss_mb"), ".0f"),
                  _fmt(m.get("load_s")), _fmt(m.get("first_latency_s")), _fmt(m.get("latency_p50_s")),
                  _fmt(m.get("latency_p95_s")), _fmt(m.get("rtf"), ".3f")]
         for lang in langs:

@@ -38,7 +38,7 @@ def worker_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "harness.worker" not in cmdline and not any(arg.endswith("worker_main.py") for arg in cmdline):  # or under scalene
+        if "harness.child.worker" not in cmdline and not any(arg.endswith("worker_main.py") for arg in cmdline):  # or under scalene
             continue
         try:
             if proc.environ().get("HARNESS_TEST_SESSION") == SESSION_MARK and proc.status() != psutil.STATUS_ZOMBIE:

@@ -194,7 +194,7 @@ def test_rows_json_cannot_hold_are_refused_before_measuring(tmp_path: Path) -> N
 
     from harness.cli import _check_saveable
     from harness.errors import UserError
-    from harness.scenario import load_scenario
+    from harness.plan.scenario import load_scenario
 
     path = tmp_path / "s.yaml"
     path.write_text(SCENARIO.replace("DATASET", "default"))

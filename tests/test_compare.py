@@ -10,20 +10,21 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from harness import baselines, compare, results
+from harness import store
+from harness.analyze import baselines, compare
 from harness.errors import UserError
 
 BASELINE = Path(__file__).parent / "golden" / "compare" / "baseline.jsonl"
 
 
 def variant(tmp_path: Path, change=None, name: str = "current.jsonl") -> Path:
-    rows = results.read_rows(BASELINE)
+    rows = store.read_rows(BASELINE)
     if change:
         for row in rows:
             change(row)
     path = tmp_path / name
     for row in rows:
-        results.append_row(path, row)
+        store.append_row(path, row)
     return path
 
 
@@ -63,7 +64,7 @@ def test_small_rss_changes_are_noise_below_both_margins(tmp_path: Path) -> None:
 
 
 def test_the_rss_detail_says_whether_anonymous_or_file_backed_memory_moved() -> None:
-    base = results.read_rows(BASELINE)
+    base = store.read_rows(BASELINE)
     for row in base:
         row["metrics"].update(rss_anon_after_load_mb=113.9, rss_file_after_load_mb=43.4)
     current = copy.deepcopy(base)
@@ -132,12 +133,12 @@ def test_too_few_samples_is_reported_as_insufficient(tmp_path: Path) -> None:
 
 
 def test_new_and_missing_configurations(tmp_path: Path) -> None:
-    rows = results.read_rows(BASELINE)
+    rows = store.read_rows(BASELINE)
     extra = copy.deepcopy(rows[0])
     extra["run_id"] = "small-int8"
     current = tmp_path / "current.jsonl"
     for row in (rows[0], extra):
-        results.append_row(current, row)
+        store.append_row(current, row)
     code, report = run_compare(tmp_path, current)
     assert code == 0
     assert verdicts(report, "tiny-int8") == {"status": "missing"} and verdicts(report, "small-int8") == {"status": "new"}

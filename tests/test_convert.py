@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from harness import convert, models
+from harness.weights import convert, models
 
 torch = pytest.importorskip("torch")
 whisper = pytest.importorskip("whisper")

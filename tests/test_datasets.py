@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import datasets
+from harness.data import datasets
 from harness.errors import UserError
 
 

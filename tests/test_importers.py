@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from harness import datasets, importers
+from harness.data import datasets, importers
 from harness.errors import UserError
 
 CODECS = {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame", ".opus": "libopus"}

@@ -136,7 +136,7 @@ matrix: {model: [tiny.en]}
 
 
 def test_a_concurrent_run_is_warned_about_and_recorded(tmp_path: Path) -> None:
-    from harness.sweep import machine_lock
+    from harness.measure.lock import machine_lock
 
     scenario = write_scenario(tmp_path / "c.yaml", ONE_SAMPLE + "name: c\nmatrix: {model: [tiny.en]}\n")
     with machine_lock() as other:
@@ -145,4 +145,4 @@ def test_a_concurrent_run_is_warned_about_and_recorded(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "is measuring on this machine too" in result.stderr
     [row] = read_rows(tmp_path / "run")
-    assert row["status"] == "ok" and row["environment"]["concurrent_run"].startswith("harness run (pid ")
+    assert row["status"] == "ok" and row["node"]["concurrent_run"].startswith("harness run (pid ")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import memcap
+from harness.measure import memcap
 
 ALLOCATE_IN_GRANDCHILD = """
 import subprocess, sys, time

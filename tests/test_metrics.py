@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness import metrics
+from harness.analyze import scoring as metrics
 
 
 def test_corpus_wer_is_total_errors_over_total_reference_words() -> None:

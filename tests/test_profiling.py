@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import read_rows, run_cli, worker_processes, write_scenario
 
-from harness.profiling import allocation_site
+from harness.measure.profiling import allocation_site
 
 SCENARIO = """
 name: prof

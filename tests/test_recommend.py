@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from harness import deploy, results
+from harness import store
+from harness.analyze import deploy
+from harness.analyze.recommend import parse_budget_overrides, recommend
 from harness.errors import UserError
-from harness.recommend import parse_budget_overrides, recommend
 
 GOLDEN = Path(__file__).parent / "golden" / "recommend"
 BUDGETS = {"peak_rss_mb": 700, "rtf": 0.5, "latency_p95_s": 3.0, "wer": {"en": 0.10, "pt": 0.25}}
 
 
 def _rec(name: str, budgets: dict = BUDGETS) -> dict:
-    return recommend(results.read_rows(GOLDEN / f"{name}.jsonl"), budgets)
+    return recommend(store.read_rows(GOLDEN / f"{name}.jsonl"), budgets)
 
 
 def _why(rec: dict) -> dict[str, str]:
@@ -68,7 +69,7 @@ def test_failed_rows_are_never_chosen_and_say_why() -> None:
     assert why["base-f32-oom"].startswith("oom: process tree RSS 512.3 MiB passed the memory cap")
     assert why["large-v3"] == "error: model 'large-v3' is not available on this machine"
     assert why["tiny-timeout"].startswith("timeout: ")
-    nothing = recommend([r for r in results.read_rows(GOLDEN / "failed.jsonl") if r["status"] != "ok"], BUDGETS)
+    nothing = recommend([r for r in store.read_rows(GOLDEN / "failed.jsonl") if r["status"] != "ok"], BUDGETS)
     assert nothing["recommended"] is None and nothing["closest"] is None
 
 
@@ -89,6 +90,7 @@ def test_deployment_snippet_adds_headroom_and_asks_for_guaranteed_qos() -> None:
     assert snippet["kubernetes"].count('memory: "403Mi"') == 2  # request == limit
     assert "OMP_NUM_THREADS" in snippet["kubernetes"]
     assert "WhisperModel('base', device=\"cpu\", compute_type='int8', cpu_threads=2" in snippet["python"]
+    assert "Systran/faster-whisper-base on the Hugging Face hub" in snippet["python"]  # the backend's own snippet
     assert any("Guaranteed QoS" in note for note in snippet["notes"])
     assert deploy.snippet(rec["recommended"], headroom=0.5)["memory_mib"] == 525
 
@@ -104,7 +106,7 @@ def test_quantization_may_cost_at_most_a_given_wer_increase() -> None:
 
 
 def test_peaks_within_three_percent_are_a_tie() -> None:
-    rows = results.read_rows(GOLDEN / "ties.jsonl")
+    rows = store.read_rows(GOLDEN / "ties.jsonl")
     rows[0]["metrics"]["peak_rss_mb"] = 340.0  # base-int8-t2-slow: least memory, but 350 is within 3 %
     rec = recommend(rows, {"peak_rss_mb": 400})
     assert rec["recommended"]["run_id"] == "base-int8-t1"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import results
+from harness import store
+from harness.plan.scenario import load_scenario
 from harness.report import build, generate, plots
 from harness.report.trend import write_index
-from harness.scenario import load_scenario
 
 GOLDEN = Path(__file__).parent / "golden" / "recommend"
 SCENARIO = """
@@ -33,7 +33,7 @@ def make_run_dir(path: Path, golden: str = "feasible") -> Path:
     with warnings.catch_warnings():  # threads: 2 on a 1-CPU machine
         warnings.simplefilter("ignore")
         specs = {(s.model, s.quantization, s.threads): s.run_id for s in load_scenario(path / "scenario.yaml").expand()}
-    for i, row in enumerate(results.read_rows(GOLDEN / f"{golden}.jsonl")):
+    for i, row in enumerate(store.read_rows(GOLDEN / f"{golden}.jsonl")):
         c = row["config"]
         RUN_IDS[row["run_id"]] = specs[(c["model"], c["quantization"], c["threads"])]
         row["run_id"] = RUN_IDS[row["run_id"]]
@@ -43,7 +43,7 @@ def make_run_dir(path: Path, golden: str = "feasible") -> Path:
             row["timeline"] = {"t_s": [0.1 * k for k in range(30)], "rss_mb": [50 + 10 * k for k in range(30)],
                                "phases": {"start": 0.0, "audio_decoded": 0.3, "loaded": 1.0, "done": 2.9}}
         row["environment"]["started_at"] = f"2026-11-2{i}T10:00:00+00:00"
-        results.append_row(path / "results.jsonl", row)
+        store.append_row(path / "results.jsonl", row)
     return path
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import results
-from harness.datasets import Sample
+from harness import store
+from harness.contract import SampleRef
+from harness.data.datasets import Sample
 from harness.errors import UserError
-from harness.runner import ChildOutcome
-from harness.scenario import validate_scenario
-from harness.sweep import data_description
+from harness.measure import record
+from harness.measure.runner import ChildOutcome
+from harness.measure.sweep import data_description, make_job
+from harness.plan.scenario import validate_scenario
 
 
 def _row(run_id: str, **metrics: object) -> dict:
@@ -25,29 +27,29 @@ def _row(run_id: str, **metrics: object) -> dict:
 
 def test_rows_round_trip_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
-    results.append_row(path, _row("a"))
-    results.append_row(path, _row("b"))
-    assert [r["run_id"] for r in results.read_rows(tmp_path)] == ["a", "b"]
+    store.append_row(path, _row("a"))
+    store.append_row(path, _row("b"))
+    assert [r["run_id"] for r in store.read_rows(tmp_path)] == ["a", "b"]
     with open(path, "a") as f:
         f.write('{"schema_version": 1, "run_id": "c", "sta')  # a harness killed mid-write
     with pytest.warns(UserWarning, match="torn last line"):
-        assert [r["run_id"] for r in results.read_rows(path)] == ["a", "b"]
+        assert [r["run_id"] for r in store.read_rows(path)] == ["a", "b"]
 
 
 def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps({**_row("a"), "schema_version": 99}) + "\n")
     with pytest.raises(UserError, match=r"results.jsonl:1: field 'schema_version': 99"):
-        results.read_rows(path)
+        store.read_rows(path)
 
 
 def test_nan_is_never_written(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        results.append_row(tmp_path / "r.jsonl", _row("a", rtf=float("nan")))
+        store.append_row(tmp_path / "r.jsonl", _row("a", rtf=float("nan")))
 
 
 def test_summary_csv_has_one_line_per_row_with_per_language_columns(tmp_path: Path) -> None:
-    results.write_summary([_row("a", rtf=0.2), {**_row("b"), "status": "oom", "reason": "cap\nmore"}], tmp_path / "s.csv")
+    store.write_summary([_row("a", rtf=0.2), {**_row("b"), "status": "oom", "reason": "cap\nmore"}], tmp_path / "s.csv")
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0].startswith("run_id,status,backend,model") and "wer_en" in lines[0]
     assert lines[2].startswith("b,oom,") and lines[2].endswith(",cap")
@@ -58,14 +60,16 @@ def test_wer_is_scored_with_the_scenarios_normalization() -> None:
                                   "normalization": {"pt": {"numbers": "spell-out", "remove_diacritics": True}}},
                                  Path("s.yaml"))
     sample = Sample(id="p1", lang="pt", audio="/a.wav", text="São sete horas", dataset="d")
+    sample_ref = SampleRef(id="p1", lang="pt", audio="/a.wav", text="São sete horas", dataset="d")
     worker = {"ok": True, "vmhwm_mb": 1, "rss_after_load_mb": 1, "rss_anon_after_load_mb": 1, "rss_file_after_load_mb": 0,
               "load_s": 1, "first_latency_s": 1,
               "samples": [{"id": "p1", "lang": "pt", "audio_s": 2.0, "latency_s": [0.5], "hypothesis": "Sao 7 horas."}]}
     outcome = ChildOutcome(status="ok", reason="", result=worker, ru_maxrss_mb=100.0, wall_s=3.0)
     spec = scenario.expand()[0]
     data = data_description(scenario, [sample])
-    row = results.build_row(spec, outcome, [sample], None, {}, data)
+    provenance = record.Provenance({}, {"executor": "test"})
+    row = record.build_row(make_job(spec, [sample_ref], data), outcome, provenance)
     assert row["data"]["normalization"]["pt"] == {"normalizer": "whisper-basic", "remove_diacritics": True, "numbers": "spell-out"}
     assert row["metrics"]["languages"]["pt"]["wer"] == 0.0
-    default = results.build_row(spec, outcome, [sample], None, {}, {**data, "normalization": {}})
+    default = record.build_row(make_job(spec, [sample_ref], {**data, "normalization": {}}), outcome, provenance)
     assert default["metrics"]["languages"]["pt"]["wer"] == pytest.approx(2 / 3, abs=1e-4)

@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from harness import compare, results, sweep
+from harness import store
+from harness.analyze import compare
+from harness.contract import Status
 from harness.errors import UserError
+from harness.measure import node, record, sweep
+from harness.measure import run_dir as run_directory
+from harness.plan.scenario import Scenario, load_scenario
 from harness.report import build
-from harness.scenario import Scenario, load_scenario
 
 GOLDEN = Path(__file__).parent / "golden" / "recommend" / "feasible.jsonl"
 SCENARIO = """\
@@ -37,7 +41,8 @@ def scenario_in(folder: Path, text: str = SCENARIO, name: str = "scenario.yaml")
 
 def skipped_rows(scenario: Scenario) -> list[dict]:
     """One cheap row per configuration (what a resume reads back; no model runs)."""
-    return [results.skipped_row(spec, f"{i}: {TEXT}", {"started_at": "2026-01-01T00:00:00+00:00"}, {})
+    provenance = record.Provenance({"started_at": "2026-01-01T00:00:00+00:00"}, {"executor": "test"})
+    return [record.not_run_row(sweep.make_job(spec, [], {}), Status.SKIPPED, f"{i}: {TEXT}", provenance)
             for i, spec in enumerate(scenario.expand())]
 
 
@@ -47,10 +52,10 @@ def golden_run(run_dir: Path, with_scenario: bool = True) -> Path:
     if with_scenario:
         ids = {(s.model, s.quantization, s.threads): s.run_id for s in scenario_in(run_dir).expand()}
     run_dir.mkdir(parents=True, exist_ok=True)
-    for row in results.read_rows(GOLDEN):
+    for row in store.read_rows(GOLDEN):
         c = row["config"]
         row.update(scenario="integrity", run_id=ids.get((c["model"], c["quantization"], c["threads"]), row["run_id"]))
-        results.append_row(run_dir / "results.jsonl", row)
+        store.append_row(run_dir / "results.jsonl", row)
     (run_dir / "environment.json").write_text(json.dumps(row["environment"]))
     return run_dir
 
@@ -97,12 +102,12 @@ def test_a_tear_at_every_byte_of_the_last_row_loses_no_row(tmp_path: Path) -> No
             side.unlink()
         (run_dir / "results.jsonl").write_bytes(whole[:cut])
         with pytest.warns(UserWarning, match=r"results.jsonl:4: the last line was torn.*kept the 3 whole line\(s\)"):
-            with sweep.prepare_run_dir(run_dir, scenario, resume=True) as done:
+            with run_directory.prepare_run_dir(run_dir, scenario, resume=True) as done:
                 assert [r["run_id"] for r in done] == [r["run_id"] for r in rows[:3]], cut
-                results.append_row(run_dir / "results.jsonl", remeasured)
+                store.append_row(run_dir / "results.jsonl", remeasured)
         [side] = run_dir.glob("results.jsonl.torn-*")
         assert side.read_bytes() == whole[last_start:cut], cut
-        assert results.read_rows(run_dir) == [*rows[:3], remeasured], cut
+        assert store.read_rows(run_dir) == [*rows[:3], remeasured], cut
         assert len(lines_of(run_dir / "results.jsonl")) == 4, cut
 
 
@@ -111,10 +116,10 @@ def test_a_whole_last_row_without_its_newline_is_kept(tmp_path: Path) -> None:
     rows = skipped_rows(scenario)
     path = tmp_path / "run" / "results.jsonl"
     path.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows[:2]).rstrip(b"\n"))
-    with sweep.prepare_run_dir(tmp_path / "run", scenario, resume=True) as done:
+    with run_directory.prepare_run_dir(tmp_path / "run", scenario, resume=True) as done:
         assert len(done) == 2
-        results.append_row(path, rows[2])
-    assert results.read_rows(path) == rows[:3] and not list(path.parent.glob("*.torn-*"))
+        store.append_row(path, rows[2])
+    assert store.read_rows(path) == rows[:3] and not list(path.parent.glob("*.torn-*"))
 
 
 def test_an_earlier_fragment_is_never_overwritten(tmp_path: Path) -> None:
@@ -122,7 +127,7 @@ def test_an_earlier_fragment_is_never_overwritten(tmp_path: Path) -> None:
     for fragment in (b'{"schema_version": 1, "run', b'{"schema_version": 1, "status": "o'):
         path.write_bytes(b'{"a": 1}\n' + fragment)
         with pytest.warns(UserWarning, match="torn"):
-            results.repair_tail(path)
+            store.repair_tail(path)
     assert sorted(p.read_bytes() for p in tmp_path.glob("results.jsonl.torn-*")) == [
         b'{"schema_version": 1, "run', b'{"schema_version": 1, "status": "o']
     assert path.read_bytes() == b'{"a": 1}\n'
@@ -135,10 +140,10 @@ def test_harness_profile_repairs_the_tail_before_appending(tmp_path: Path, monke
     path = tmp_path / "run" / "results.jsonl"
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[1])[:50])
     profiled = {**rows[0], "run_id": rows[0]["run_id"] + "-memray", "profiler": "memray", "profile_of": rows[0]["run_id"]}
-    monkeypatch.setattr(sweep, "measure_spec", lambda *a, **k: profiled)
+    monkeypatch.setattr(node, "run_job", lambda job, work_dir, on_row, where: on_row(profiled))
     with pytest.warns(UserWarning, match="the last line was torn"):
         sweep.profile_configuration(scenario, scenario.expand()[0], [], tmp_path / "run", "memray")
-    assert results.read_rows(path) == [rows[0], profiled]
+    assert store.read_rows(path) == [rows[0], profiled]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,10 +155,10 @@ def test_a_second_process_is_refused_while_the_first_holds_the_run_directory(tmp
     scenario = scenario_in(tmp_path, name="s.yaml")
     scenario_in(run_dir)
     for row in skipped_rows(scenario):  # every configuration done: the resume measures nothing
-        results.append_row(run_dir / "results.jsonl", row)
+        store.append_row(run_dir / "results.jsonl", row)
     before = (run_dir / "results.jsonl").read_bytes()
     args = ("run", str(tmp_path / "s.yaml"), "--resume", str(run_dir), "--dataset", str(manifest(tmp_path)))
-    with sweep.run_dir_lock(run_dir, "the test holding the lock"):
+    with run_directory.run_dir_lock(run_dir, "the test holding the lock"):
         refused = cli(*args, tmp_path=tmp_path)
     assert refused.returncode == 2, refused.stderr
     assert f"{run_dir}: in use by pid {os.getpid()} on " in refused.stderr
@@ -166,15 +171,16 @@ def test_a_second_process_is_refused_while_the_first_holds_the_run_directory(tmp
 RACER = """
 import json, sys, time
 from pathlib import Path
-from harness import results, sweep
+from harness.contract import Status
+from harness.measure import node, record, sweep
 from harness.errors import UserError
-from harness.scenario import load_scenario
+from harness.plan.scenario import load_scenario
 
 run_dir, scenario = Path(sys.argv[1]), load_scenario(sys.argv[2])
-def fake_measure(spec, samples, run_dir, env, data, **kwargs):
+def fake_run_job(job, work_dir, on_row, where):  # the sweep and its locks are real; measuring is not
     time.sleep(0.3)
-    return results.skipped_row(spec, f"measured by {sys.argv[3]}", env, data)
-sweep.measure_spec = fake_measure
+    on_row(record.not_run_row(job, Status.SKIPPED, f"measured by {sys.argv[3]}", record.Provenance({}, where)))
+node.run_job = fake_run_job
 print("ready", flush=True)
 while not (run_dir.parent / "go").exists():
     time.sleep(0.005)
@@ -190,7 +196,7 @@ def test_two_resumes_started_together_measure_each_configuration_once(tmp_path: 
     run_dir = tmp_path / "run"
     scenario = scenario_in(run_dir)
     first = skipped_rows(scenario)[0]
-    results.append_row(run_dir / "results.jsonl", first)
+    store.append_row(run_dir / "results.jsonl", first)
     (tmp_path / "racer.py").write_text(RACER)
     env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     racers = [subprocess.Popen([sys.executable, str(tmp_path / "racer.py"), str(run_dir), str(run_dir / "scenario.yaml"), name],
@@ -219,31 +225,31 @@ def test_two_resumes_started_together_measure_each_configuration_once(tmp_path: 
 def test_resume_with_another_scenario_is_refused_with_the_difference(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     started = scenario_in(run_dir)
-    results.append_row(run_dir / "results.jsonl", skipped_rows(started)[0])
+    store.append_row(run_dir / "results.jsonl", skipped_rows(started)[0])
     renamed = scenario_in(tmp_path, SCENARIO.replace("name: integrity", "name: other"), "renamed.yaml")
     with pytest.raises(UserError, match=r"not the scenario the run directory was started with \(name 'integrity' in "
                                         rf"{run_dir}/scenario.yaml, 'other' in {tmp_path}/renamed.yaml\)"):
-        with sweep.prepare_run_dir(run_dir, renamed, resume=True):
+        with run_directory.prepare_run_dir(run_dir, renamed, resume=True):
             pass
     grown = scenario_in(tmp_path, SCENARIO.replace("small]", "small, tiny.en]"), "grown.yaml")
     extra = ", ".join(s.run_id for s in grown.expand() if s.model == "tiny.en")
     with pytest.raises(UserError, match=f"run ids only in {tmp_path}/grown.yaml: {extra}"):
-        with sweep.prepare_run_dir(run_dir, grown, resume=True):
+        with run_directory.prepare_run_dir(run_dir, grown, resume=True):
             pass
     capped = scenario_in(tmp_path, SCENARIO + "memory_cap_mb: 512\n", "capped.yaml")
     with pytest.raises(UserError, match=r"memory_cap_mb None in .*, 512.0 in "):
-        with sweep.prepare_run_dir(run_dir, capped, resume=True):
+        with run_directory.prepare_run_dir(run_dir, capped, resume=True):
             pass
     reformatted = scenario_in(tmp_path, "# the same scenario, reformatted\n" + SCENARIO.replace(
         "{model: [tiny, base, small], quantization: [int8, float32], threads: [1, 2]}",
         "\n  model: [tiny, base, small]   # three sizes\n  quantization: [int8, float32]\n  threads: [1, 2]\n"), "same.yaml")
-    with sweep.prepare_run_dir(run_dir, reformatted, resume=True) as rows:
+    with run_directory.prepare_run_dir(run_dir, reformatted, resume=True) as rows:
         assert len(rows) == 1
 
 
 def test_resume_with_another_scenario_through_the_cli(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    results.append_row(run_dir / "results.jsonl", skipped_rows(scenario_in(run_dir))[0])
+    store.append_row(run_dir / "results.jsonl", skipped_rows(scenario_in(run_dir))[0])
     scenario_in(tmp_path, SCENARIO.replace("name: integrity", "name: other"), "other.yaml")
     result = cli("run", str(tmp_path / "other.yaml"), "--resume", str(run_dir), "--dataset", str(manifest(tmp_path)),
                  tmp_path=tmp_path)
@@ -255,13 +261,13 @@ def test_resume_with_another_scenario_through_the_cli(tmp_path: Path) -> None:
 def test_rows_of_another_scenario_are_left_out_of_report_compare_and_resume(tmp_path: Path) -> None:
     run_dir = golden_run(tmp_path / "run")
     scenario = load_scenario(run_dir / "scenario.yaml")
-    rows = results.read_rows(run_dir)
+    rows = store.read_rows(run_dir)
     recommended = build.build(run_dir)["recommendation"]["recommended"]["run_id"]
     unmeasured = next(s.run_id for s in scenario.expand() if s.run_id not in {r["run_id"] for r in rows})
     chosen = next(r for r in rows if r["run_id"] == recommended)
     chosen["metrics"]["peak_rss_mb"] = 100.0  # would win, were it counted
-    results.append_row(run_dir / "results.jsonl", {**chosen, "run_id": unmeasured, "scenario": "other"})
-    results.append_row(run_dir / "results.jsonl", {**chosen, "run_id": "made-up-config"})
+    store.append_row(run_dir / "results.jsonl", {**chosen, "run_id": unmeasured, "scenario": "other"})
+    store.append_row(run_dir / "results.jsonl", {**chosen, "run_id": "made-up-config"})
     foreign = [f"{run_dir}/results.jsonl:5: left out {unmeasured}: a row of scenario 'other', not of this run's 'integrity'",
                f"{run_dir}/results.jsonl:6: left out made-up-config: not a configuration of {run_dir}/scenario.yaml"]
     with pytest.warns(UserWarning) as caught:
@@ -274,7 +280,7 @@ def test_rows_of_another_scenario_are_left_out_of_report_compare_and_resume(tmp_
     assert [str(w.message) for w in caught] == foreign
     assert [r["run_id"] for r in compared] == [r["run_id"] for r in rows]
     with pytest.warns(UserWarning, match="left out"):
-        with sweep.prepare_run_dir(run_dir, scenario, resume=True) as done:
+        with run_directory.prepare_run_dir(run_dir, scenario, resume=True) as done:
             assert unmeasured not in {r["run_id"] for r in done}  # measured again, for this scenario
 
 
@@ -355,7 +361,7 @@ def test_corrupt_files_are_refused_on_resume(tmp_path: Path, case: str) -> None:
     corrupt(run_dir)
     before = (run_dir / "results.jsonl").read_bytes()
     with pytest.raises(UserError) as refused:
-        with sweep.prepare_run_dir(run_dir, scenario_in(tmp_path), resume=True):
+        with run_directory.prepare_run_dir(run_dir, scenario_in(tmp_path), resume=True):
             pass
     assert f"{run_dir}/{message}" in str(refused.value)
     assert (run_dir / "results.jsonl").read_bytes() == before

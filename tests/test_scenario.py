@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, write_scenario
 
+from harness.analyze.scoring import Normalization
 from harness.errors import UserError
-from harness.metrics import Normalization
-from harness.scenario import load_scenario, parse_cpu_list
+from harness.plan.scenario import load_scenario, parse_cpu_list
 
 MINIMAL = """
 name: t

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import search
-from harness.scenario import RunSpec
-from harness.worker import BudgetBreach, check_stop_rules
+from harness.child.worker import BudgetBreach, check_stop_rules
+from harness.plan import search
+from harness.plan.scenario import RunSpec
 
 
 def spec(model: str, quantization: str, threads: int = 2, pinning: str = "none") -> RunSpec:
@@ -84,7 +84,7 @@ def test_stop_rules_fire_only_when_the_final_figure_is_certain() -> None:
 def test_stop_rules_never_stop_a_run_that_could_still_meet_its_budget() -> None:
     import random
 
-    from harness.metrics import percentile
+    from harness.analyze.scoring import percentile
 
     rng = random.Random(7)
     for _ in range(2000):
@@ -102,13 +102,13 @@ def test_replayed_on_the_default_scenario_the_search_measures_a_quarter_and_agre
     search's order and skip rules: the configurations it would measure hold the same winner."""
     from pathlib import Path
 
-    from harness import results
-    from harness.recommend import recommend
-    from harness.scenario import load_scenario
+    from harness import store
+    from harness.analyze.recommend import recommend
+    from harness.plan.scenario import load_scenario
 
     root = Path(__file__).resolve().parents[1]
     scenario = load_scenario(root / "scenarios" / "default.yaml")
-    exhaustive = {r["run_id"]: r for r in results.read_rows(root / "tests" / "golden" / "default-exhaustive.jsonl")}
+    exhaustive = {r["run_id"]: r for r in store.read_rows(root / "tests" / "golden" / "default-exhaustive.jsonl")}
     measured: list[dict] = []
     # The golden sweep predates the openai-whisper reference row: replay the configurations it holds.
     for s in search.order([s for s in scenario.expand() if s.backend == "faster-whisper"]):

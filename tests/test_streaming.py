@@ -8,22 +8,23 @@ from pathlib import Path
 import pytest
 from conftest import read_rows, run_cli, write_scenario
 
-from harness import streaming
+from harness.analyze import streaming
+from harness.child import stream
 
-SR = streaming.SAMPLE_RATE
+SR = stream.SAMPLE_RATE
 
 
 def test_pieces_arrive_every_chunk_and_reach_back_by_the_overlap() -> None:
-    seconds = [(a / SR, b / SR) for a, b in streaming.pieces(11 * SR, 5, 1, "pieces")]
+    seconds = [(a / SR, b / SR) for a, b in stream.pieces(11 * SR, 5, 1, "pieces")]
     assert seconds == [(0, 5), (4, 10), (9, 11)]
-    assert [(a / SR, b / SR) for a, b in streaming.pieces(5 * SR, 2, 0, "growing")] == [(0, 2), (0, 4), (0, 5)]
-    assert streaming.pieces(4 * SR, 2, 0, "pieces") == [(0, 2 * SR), (2 * SR, 4 * SR)]  # no empty last piece
+    assert [(a / SR, b / SR) for a, b in stream.pieces(5 * SR, 2, 0, "growing")] == [(0, 2), (0, 4), (0, 5)]
+    assert stream.pieces(4 * SR, 2, 0, "pieces") == [(0, 2 * SR), (2 * SR, 4 * SR)]  # no empty last piece
 
 
 def test_merge_drops_words_repeated_across_a_seam_once() -> None:
-    assert streaming.merge(["And so my fellow", "fellow Americans, ask", "Ask not"], "pieces") == "And so my fellow Americans, ask not"
-    assert streaming.merge(["the the", "the end"], "pieces") == "the the end"  # only the overlap, not every repeat
-    assert streaming.merge(["hello", "hello world"], "growing") == "hello world"
+    assert stream.merge(["And so my fellow", "fellow Americans, ask", "Ask not"], "pieces") == "And so my fellow Americans, ask not"
+    assert stream.merge(["the the", "the end"], "pieces") == "the the end"  # only the overlap, not every repeat
+    assert stream.merge(["hello", "hello world"], "growing") == "hello world"
 
 
 def test_session_timeline_queues_pieces_behind_slow_ones() -> None:

@@ -1,18 +1,79 @@
-"""openai-whisper (PyTorch) adapter.
+"""openai-whisper (PyTorch): its description and its adapter.
 
 Decoding settings are passed one for one with the faster-whisper adapter's (beam size, best_of, the
 temperature fallback, condition_on_previous_text, without_timestamps; the compression-ratio, log-prob
 and no-speech thresholds are the same defaults in both libraries), on the same pre-decoded audio.
+PyTorch and openai-whisper are imported only inside the adapter's methods and the functions below, so
+that reading `BACKEND` costs nothing and only the worker child measuring this backend loads them.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import whisper
+from harness.backends.base import BackendInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from harness.weights.models import LocalModel
+
+NAME = "openai-whisper"
+# The checkpoints whisper.load_model downloads by name (whisper._MODELS in openai-whisper 20250625;
+# tests/test_backends.py checks it against the installed library).
+OFFICIAL_MODELS = ("tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
+                   "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo")
+
+
+def resolve_model(model: str) -> LocalModel:
+    """A `.pt` checkpoint: the path given, openai-whisper's own cache, a conversion of the CTranslate2
+    weights (cached; the same weights as the other backends), or openai-whisper's download when online
+    (harness.weights.models.openai_checkpoint)."""
+    from harness.weights import models
+
+    return models.openai_checkpoint(model)
+
+
+def deploy_python(model: str, quantization: str, threads: int) -> str:
+    if model in OFFICIAL_MODELS:
+        load = model
+        lines = [f"# {model!r} is OpenAI's {model}.pt, downloaded by whisper.load_model on first use when online "
+                 f"(offline: `harness models convert {model}` writes it from the CTranslate2 weights; give its path)"]
+    elif model.endswith(".pt"):
+        load, lines = model, ["# the checkpoint that was measured"]
+    else:
+        load = f"{Path(model.rstrip('/')).name}.pt"
+        lines = [f"# measured on a conversion of {model!r}: `harness models convert {model} --out {load}` writes it"]
+    lines += ["import torch, whisper", f"torch.set_num_threads({threads})", "torch.set_num_interop_threads(1)",
+              f"model = whisper.load_model({load!r}, device=\"cpu\")"]
+    if quantization == "int8":
+        lines += ["# as measured: openai-whisper's Linear layers as plain nn.Linear, then dynamic int8",
+                  "from harness.backends.openai_whisper import quantize_int8",
+                  "model = quantize_int8(model)"]
+    return "\n".join(lines)
+
+
+BACKEND = BackendInfo(
+    name=NAME,
+    # int8 = PyTorch dynamic quantization of the Linear layers; float16 needs CUDA (skipped on a CPU).
+    quantizations=("float32", "int8", "float16"),
+    chunking=("whole",),
+    modules=("whisper", "torch"),
+    install_hint="pip install 'whisper-harness[openai-whisper]' (see the README for the CPU build of PyTorch)",
+    packages=("openai-whisper", "torch"),
+    bytes_per_weight={"float32": 4, "int8": 1, "float16": 2},
+    cpu_unsupported={"float16": "needs a CUDA GPU; the harness measures on the CPU (use float32 or int8)"},
+    resolve_model=resolve_model,
+    deploy_python=deploy_python,
+    # Scalene's memory profiling (its malloc interposer) crashed the PyTorch worker with SIGSEGV after
+    # 29 minutes and 14 GB (base, 3-minute file); CPU profiling alone is stable (memray covers memory).
+    scalene_cpu_only=True,
+    model_files=(".pt",),
+    adapter="harness.backends.openai_whisper:OpenAIWhisperBackend",
+)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -21,6 +82,8 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     openai-whisper's layers are subclasses of nn.Linear, which `quantize_dynamic` matches by exact
     type only; they are turned back into plain nn.Linear first so that they are quantized at all.
     """
+    import torch
+
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, torch.nn.Linear) and type(child) is not torch.nn.Linear:
@@ -36,10 +99,13 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 class OpenAIWhisperBackend:
     def __init__(self) -> None:
-        self.model: whisper.Whisper | None = None
+        self.model: Any = None  # whisper.Whisper
         self.quantization = ""
 
     def load(self, model_path: str, quantization: str, threads: int) -> None:
+        import torch
+        import whisper
+
         torch.set_num_threads(threads)
         # openai-whisper runs one op at a time; an inter-op pool would only add idle threads.
         torch.set_num_interop_threads(1)
@@ -51,7 +117,7 @@ class OpenAIWhisperBackend:
     def transcribe(self, audio: np.ndarray, language: str, beam_size: int, decoding: dict[str, Any],
                    chunking: dict[str, Any]) -> str:
         assert self.model is not None
-        assert chunking["mode"] == "whole", chunking  # the only native mode (catalog.BACKEND_CHUNKING)
+        assert chunking["mode"] == "whole", chunking  # the only native mode (BACKEND.chunking)
         result = self.model.transcribe(
             audio, language=language, beam_size=beam_size, best_of=decoding["best_of"],
             temperature=tuple(decoding["temperature"]),
@@ -65,6 +131,8 @@ class OpenAIWhisperBackend:
         return self.model.is_multilingual or language == "en"
 
     def describe(self) -> dict[str, Any]:
+        import torch
+
         assert self.model is not None
         return {"compute_type": "int8 dynamic (Linear layers)" if self.quantization == "int8" else "float32",
                 "multilingual": self.model.is_multilingual, "torch": torch.__version__,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import deploy
+from harness.analyze import deploy
 from harness.report import build as _build
 from harness.report import render
 

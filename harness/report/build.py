@@ -7,11 +7,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness import deploy, results
+from harness import store
+from harness.analyze import deploy
+from harness.analyze.recommend import flatten_budgets, parse_budget_overrides, recommend, wer_increase
 from harness.errors import UserError
-from harness.recommend import flatten_budgets, parse_budget_overrides, recommend, wer_increase
+from harness.plan.scenario import BUDGET_WER_INCREASE, Scenario
 from harness.report import plots
-from harness.scenario import BUDGET_WER_INCREASE, Scenario
 
 
 def _scenario_info(scenario: Scenario | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -44,11 +45,11 @@ def _verdicts(rows: list[dict[str, Any]], rec: dict[str, Any]) -> dict[str, str]
 
 def build(run_dir: Path, budget_overrides: list[str] | None = None,
           headroom: float = deploy.DEFAULT_HEADROOM) -> dict[str, Any]:
-    rows, started_with = results.read_run(run_dir)
+    rows, started_with = store.read_run(run_dir)
     if not rows:
         raise UserError(f"{run_dir}: no results to report")
     scenario = _scenario_info(started_with, rows)
-    machine = machine_line(results.run_environment(run_dir, rows))  # a bad environment.json fails before the plots
+    machine = machine_line(store.run_environment(run_dir, rows))  # a bad environment.json fails before the plots
     budgets = parse_budget_overrides(budget_overrides or [], scenario["budgets"])
     rec = recommend(rows, budgets)
     deployment = deploy.snippet(rec["recommended"], headroom) if rec["recommended"] else None
@@ -71,10 +72,10 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
     profiles = _profiles_by_configuration(rows)
     measured_ids = {r["run_id"] for r in measured}
     table = []
-    for record, row in zip(results.summary_records(rows), rows):
+    for record, row in zip(store.summary_records(rows), rows):
         if row.get("profile_of") in measured_ids:  # shown as links on the configuration's own line
             continue
-        table.append({**record, "name": results.short_name(row), "verdict": verdicts[row["run_id"]],
+        table.append({**record, "name": store.short_name(row), "verdict": verdicts[row["run_id"]],
                       "profiler": row.get("profiler"), "profiles": profiles.get(row["run_id"], [])})
     return {
         "title": f"{scenario['name']}: Whisper deployment benchmark",
@@ -106,10 +107,10 @@ def _search_summary(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "search.json"
     if not path.is_file():
         return None
-    summary = results.read_json_object(path)
+    summary = store.read_json_object(path)
     for key in SEARCH_KEYS:
         if isinstance(summary.get(key), bool) or not isinstance(summary.get(key), (int, float)):
-            raise results.invalid(str(path), key, summary.get(key, results.MISSING), "a number")
+            raise store.invalid(str(path), key, summary.get(key, store.MISSING), "a number")
     return summary
 
 
@@ -139,7 +140,7 @@ def _quantization_comparison(rows: list[dict[str, Any]], budgets: dict[str, Any]
             continue
         for c in wer_increase(row, rows, spec["quantization"]):
             within = c["increase"] is not None and c["increase"] <= spec["max"]
-            lines.append({"name": results.short_name(row), **c, "within": within})
+            lines.append({"name": store.short_name(row), **c, "within": within})
     return {"reference": spec["quantization"], "max": spec["max"], "lines": lines}
 
 
@@ -173,7 +174,7 @@ def _run_detail(row: dict[str, Any], verdict: str) -> dict[str, Any]:
         for lang, stats in row["metrics"].get("languages", {}).items():
             if "errors_at_boundaries" in stats:
                 settings += f"; {lang}: {stats['errors_at_boundaries']} of {stats['errors']} word errors at a seam between pieces"
-    return {"run_id": row["run_id"], "name": results.short_name(row), "status": row["status"],
+    return {"run_id": row["run_id"], "name": store.short_name(row), "status": row["status"],
             "reason": row.get("reason", ""), "verdict": verdict, "warnings": row.get("warnings", []),
             "skipped_languages": row.get("skipped_languages", {}), "settings": settings,
             "samples": row.get("samples", []), "profile": row.get("profile", {}),

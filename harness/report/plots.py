@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from harness import results  # noqa: E402
+from harness import store  # noqa: E402
 
 MAX_TIMELINES_PER_FIGURE = 16
 
@@ -114,7 +114,7 @@ def memory_timelines(rows: list[dict[str, Any]]) -> list[bytes]:
             cap = r["config"].get("memory_cap_mb")
             if cap:
                 ax.axhline(cap, color="tab:red", linestyle="--", linewidth=1, label="memory cap")
-            ax.set_title(f"{results.short_name(r)} [{r['status']}]", fontsize=8)
+            ax.set_title(f"{store.short_name(r)} [{r['status']}]", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.set_xlabel("s since start", fontsize=7)
             ax.set_ylabel("RSS MiB", fontsize=7)
@@ -142,7 +142,7 @@ def latency_distributions(rows: list[dict[str, Any]], budgets: dict[str, Any]) -
             m = r["metrics"]
             ax.plot([m["latency_p50_s"]], [i], marker="|", color="tab:green", markersize=14)
             ax.plot([m["latency_p95_s"]], [i], marker="|", color="tab:red", markersize=14)
-        ax.set_yticks(range(1, len(ok) + 1), [results.short_name(r) for r in ok], fontsize=8)
+        ax.set_yticks(range(1, len(ok) + 1), [store.short_name(r) for r in ok], fontsize=8)
     if budgets.get("latency_p95_s"):
         ax.axvline(budgets["latency_p95_s"], color="tab:red", linestyle="--", label=f"p95 budget {budgets['latency_p95_s']:g} s")
         ax.legend(fontsize=8, loc="lower right")
@@ -161,7 +161,7 @@ def length_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, flo
                         for s in r.get("samples", []) if s.get("peak_rss_mb") is not None and s.get("latency_s"))
         if r["status"] == "ok" and len({round(p[0], 1) for p in points}) >= 3:
             whole = " whole" if r["config"].get("chunking", {}).get("mode", "whole") == "whole" else ""
-            series[results.short_name(r) + whole] = points
+            series[store.short_name(r) + whole] = points
     return series
 
 

@@ -27,7 +27,7 @@ def _mdcell(text: str) -> str:
 
 
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("harness", "templates"), undefined=StrictUndefined,
+    env = Environment(loader=PackageLoader("harness", "report/templates"), undefined=StrictUndefined,
                       autoescape=select_autoescape(["html", "j2"], default_for_string=True),
                       trim_blocks=False, lstrip_blocks=False, keep_trailing_newline=True)
     env.filters.update(num=_num, pct=_pct, mdcell=_mdcell)

@@ -8,9 +8,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from harness import results
+from harness import store
+from harness.analyze.recommend import recommend
 from harness.errors import UserError
-from harness.recommend import recommend
 from harness.report.render import environment
 
 TREND_METRICS = (("peak_rss_mb", "peak RSS (MiB)"), ("latency_p95_s", "p95 latency (s)"), ("rtf", "real-time factor"))
@@ -20,7 +20,7 @@ def collect(reports_dir: Path) -> list[dict[str, Any]]:
     """One entry per run directory (oldest first), skipping folders without results and, with a
     warning naming it and the problem, a run directory whose files cannot be read."""
     runs = []
-    for results_path in sorted(reports_dir.glob(f"*/{results.RESULTS_FILE}")):
+    for results_path in sorted(reports_dir.glob(f"*/{store.RESULTS_FILE}")):
         try:
             run = _run_entry(results_path.parent)
         except UserError as exc:
@@ -33,7 +33,7 @@ def collect(reports_dir: Path) -> list[dict[str, Any]]:
 
 
 def _run_entry(run_dir: Path) -> dict[str, Any] | None:
-    rows = results.read_rows(run_dir)
+    rows = store.read_rows(run_dir)
     if not rows:
         return None
     rec_path = run_dir / "recommendation.json"
@@ -45,7 +45,7 @@ def _run_entry(run_dir: Path) -> dict[str, Any] | None:
         "recommended": rec["recommended"]["run_id"] if rec.get("recommended") else None,
         "answer": rec.get("answer", ""),
         "counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
-        "configs": [{"run_id": r["run_id"], "name": results.short_name(r), "status": r["status"],
+        "configs": [{"run_id": r["run_id"], "name": store.short_name(r), "status": r["status"],
                      **{k: r["metrics"].get(k) for k, _ in TREND_METRICS},
                      "wer": {lang: s.get("wer") for lang, s in r["metrics"].get("languages", {}).items()}}
                     for r in rows if not r.get("profiler")],
@@ -54,12 +54,12 @@ def _run_entry(run_dir: Path) -> dict[str, Any] | None:
 
 def _recommendation(path: Path) -> dict[str, Any]:
     """recommendation.json as `harness report` wrote it (the index shows its answer and chosen run id)."""
-    rec = results.read_json_object(path)
+    rec = store.read_json_object(path)
     chosen = rec.get("recommended")
     if chosen is not None and not (isinstance(chosen, dict) and isinstance(chosen.get("run_id"), str)):
-        raise results.invalid(str(path), "recommended", chosen, "null or an object with a run_id")
+        raise store.invalid(str(path), "recommended", chosen, "null or an object with a run_id")
     if not isinstance(rec.get("answer", ""), str):
-        raise results.invalid(str(path), "answer", rec["answer"], "a string")
+        raise store.invalid(str(path), "answer", rec["answer"], "a string")
     return rec
 
 

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import psutil
 
-from harness import models
-from harness.datasets import Sample, build_default, load_manifest
-from harness.environment import cpu_model
-from harness.memcap import Watchdog
-from harness.runner import child_environment
+from harness.data.datasets import Sample, build_default, load_manifest
+from harness.measure.environment import cpu_model
+from harness.measure.memcap import Watchdog
+from harness.measure.runner import child_environment
+from harness.weights import models
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_DEV = REPO.parent / "shared" / "datasets" / "real-dev" / "manifest.jsonl"

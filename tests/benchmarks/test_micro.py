@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import metrics, results
+from harness import store
+from harness.analyze import scoring as metrics
 from harness.report import generate
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "recommend" / "feasible.jsonl"
@@ -23,7 +24,7 @@ WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars shi
 
 
 def _row(i: int) -> dict:
-    row = results.read_rows(GOLDEN)[i % 4]
+    row = store.read_rows(GOLDEN)[i % 4]
     row["run_id"] = f"{row['run_id']}-{i}"
     row["config"]["threads"] = 1 + i % 2
     row["samples"] = [{"id": f"s{k}", "lang": "en", "audio_s": 4.0, "latency_s": [1.0 + k / 100, 1.1, 0.9],
@@ -65,7 +66,7 @@ def test_decode_and_resample_a_5_minute_file(benchmark, five_minute_wav: Path) -
 def test_load_1000_result_rows(benchmark, tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(_row(i)) + "\n" for i in range(1000)))
-    rows = benchmark(results.read_rows, path)
+    rows = benchmark(store.read_rows, path)
     assert len(rows) == 1000
 
 

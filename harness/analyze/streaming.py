@@ -1,11 +1,9 @@
-"""The streaming simulation (chunking mode `stream`): pure logic, shared by the worker and the parent.
+"""Stream mode, parent side: replay a live session from the worker's per-piece timings, and count the
+word errors that sit at a seam between pieces (the child side is harness.child.stream).
 
-A live service receives audio in `chunk_s`-second pieces. With `buffer: pieces` it transcribes each
-piece on its own (starting `overlap_s` earlier, to give words cut at the seam a second chance) and
-appends the new words; with `buffer: growing` it re-transcribes everything received so far and
-replaces the transcript. The worker measures the compute time of every piece; the timeline of a live
-session then follows without waiting in real time: a piece can start when it has arrived and the
-previous one is done, and its lag is how long after its arrival its text is ready.
+The worker measures the compute time of every piece; the timeline of a live session then follows
+without waiting in real time: a piece can start when it has arrived and the previous one is done, and
+its lag is how long after its arrival its text is ready.
 """
 
 from __future__ import annotations
@@ -14,37 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.metrics import Normalization
-
-SAMPLE_RATE = 16000
-BUFFERS = ("pieces", "growing")
-
-
-def pieces(n_samples: int, chunk_s: float, overlap_s: float, buffer: str) -> list[tuple[int, int]]:
-    """[(start, end)] sample ranges to transcribe, one per arriving chunk (the last may be shorter)."""
-    step = int(chunk_s * SAMPLE_RATE)
-    overlap = int(overlap_s * SAMPLE_RATE)
-    return [(0 if buffer == "growing" else max(0, begin - overlap), min(begin + step, n_samples))
-            for begin in range(0, n_samples, step)]
-
-
-def merge(texts: Sequence[str], buffer: str, max_overlap_words: int = 8) -> str:
-    """The transcript after the last piece: the last text (growing buffer), or the pieces joined with
-    the words repeated across each seam (from the overlap) dropped once."""
-    if buffer == "growing":
-        return texts[-1].strip() if texts else ""
-    words: list[str] = []
-    for text in texts:
-        new = text.split()
-        keys = [_key(w) for w in new]
-        tail = [_key(w) for w in words[-max_overlap_words:]]
-        repeated = next((n for n in range(min(len(tail), len(keys)), 0, -1) if tail[-n:] == keys[:n]), 0)
-        words += new[repeated:]
-    return " ".join(words)
-
-
-def _key(word: str) -> str:
-    return "".join(ch for ch in word.lower() if ch.isalnum())
+    from harness.analyze.scoring import Normalization
 
 
 def session_timeline(ends_s: Sequence[float], compute_s: Sequence[float], duration_s: float) -> dict[str, float]:
@@ -64,9 +32,9 @@ def boundary_errors(reference: str, pieces_text: Sequence[str], lang: str,
     """Errors (substitutions, deletions, insertions) at a seam between pieces, against all errors: the
     word-level cost of cutting the audio. An error is at a seam when it touches the word before or
     after one."""
-    import jiwer  # parent side only: the worker child imports this module for pieces() and merge()
+    import jiwer
 
-    from harness import metrics
+    from harness.analyze import scoring as metrics
 
     ref = metrics.normalize(reference, lang, how)
     normalized = [metrics.normalize(t, lang, how) for t in pieces_text]
@@ -92,7 +60,7 @@ def boundary_errors(reference: str, pieces_text: Sequence[str], lang: str,
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Row metrics of a stream-mode run from its samples (each with `chunks`: per timed run, the
     compute seconds of every piece, and `chunk_ends_s`)."""
-    from harness import metrics
+    from harness.analyze import scoring as metrics
 
     chunk_times = [s for sample in samples for run in sample["chunks"] for s in run]
     sessions = [session_timeline(sample["chunk_ends_s"], run, sample["audio_s"])

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from harness import results
+from harness import store
+from harness.contract import machine_class
 from harness.errors import UserError
 
 DEFAULT_POLICY: dict[str, Any] = {
@@ -23,7 +24,9 @@ DEFAULT_POLICY: dict[str, Any] = {
     "latency": {"max_ratio": 1.15, "alpha": 0.05, "min_samples": 6, "insufficient_is_regression": False,
                 # A virtual machine whose hypervisor took more than this share of CPU time while a
                 # configuration ran was not measuring the code: its timings are not evidence.
-                "max_cpu_steal_fraction": 0.05},
+                "max_cpu_steal_fraction": 0.05,
+                # Likewise when other processes on the machine used more than this share of its CPU.
+                "max_foreign_cpu_fraction": 0.05},
     "wer": {"max_increase_points": 1.0},
     "status_regressions": ["oom", "error", "timeout"],
 }
@@ -59,11 +62,6 @@ def load_policy(path: Path | None) -> dict[str, Any]:
                                 f"{type(policy[section][key]).__name__}")
             policy[section][key] = v
     return policy
-
-
-def machine_class(env: dict[str, Any]) -> str:
-    """What makes timings comparable: the CPU model and the number of logical cores."""
-    return f"{env.get('cpu', 'unknown CPU')} x{env.get('logical_cores', '?')}"
 
 
 def _warm(row: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -157,11 +155,13 @@ def _compare_pair(b: dict[str, Any], c: dict[str, Any], policy: dict[str, Any]) 
     (b_lat, b_rtf), (c_lat, c_rtf) = _warm(b), _warm(c)
     out["latency"] = _timing_verdict(b_lat, c_lat, policy)
     out["rtf"] = _timing_verdict(b_rtf, c_rtf, policy)
-    steal = max(b["metrics"].get("cpu_steal_fraction") or 0, c["metrics"].get("cpu_steal_fraction") or 0)
-    if steal > policy["latency"]["max_cpu_steal_fraction"]:
-        for metric in ("latency", "rtf"):
-            out[metric].update(verdict="insufficient evidence",
-                               detail=f"CPU steal {steal:.0%} while running (the host was busy); " + out[metric]["detail"])
+    for share, limit, why in (("cpu_steal_fraction", "max_cpu_steal_fraction", "CPU steal {:.0%} while running (the host was busy)"),
+                              ("foreign_cpu_fraction", "max_foreign_cpu_fraction",
+                               "other processes used {:.0%} of the CPU while running")):
+        taken = max(b["metrics"].get(share) or 0, c["metrics"].get(share) or 0)
+        if taken > policy["latency"][limit]:
+            for metric in ("latency", "rtf"):
+                out[metric].update(verdict="insufficient evidence", detail=f"{why.format(taken)}; " + out[metric]["detail"])
     for lang in sorted(set(b["metrics"].get("languages", {})) | set(c["metrics"].get("languages", {}))):
         bw = b["metrics"].get("languages", {}).get(lang, {}).get("wer")
         cw = c["metrics"].get("languages", {}).get(lang, {}).get("wer")
@@ -176,10 +176,10 @@ def load_side(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and environment of a run directory or results file."""
     if not path.exists():
         raise UserError(f"{path}: no such run directory or results file")
-    rows = results.read_rows(path)
+    rows = store.read_rows(path)
     if not rows:
         raise UserError(f"{path}: no results")
-    return rows, results.run_environment(path, rows)
+    return rows, store.run_environment(path, rows)
 
 
 def compare(baseline: Path, current: Path, policy: dict[str, Any], allow_other_machine: bool = False) -> dict[str, Any]:

@@ -20,14 +20,15 @@ from typing import Any
 
 import yaml
 
-from harness.catalog import BACKENDS, CHUNKING_MODES, CHUNKING_SETTINGS, LANGUAGES, WHISPER_MODELS, chunking_label
+from harness import backends
+from harness.analyze.scoring import NORMALIZERS, NUMBER_MODES, Normalization, default_normalization, num2words_locale
+from harness.catalog import CHUNKING_MODES, CHUNKING_SETTINGS, LANGUAGES, WHISPER_MODELS, chunking_label
+from harness.child.stream import BUFFERS
 from harness.errors import UserError, did_you_mean
-from harness.metrics import NORMALIZERS, NUMBER_MODES, Normalization, default_normalization, num2words_locale
-from harness.streaming import BUFFERS
 
 AXES = ("backend", "model", "quantization", "threads", "cpu_pinning", "chunking", "beam_size")
 AXIS_DEFAULTS: dict[str, Any] = {
-    "backend": "faster-whisper",
+    "backend": backends.DEFAULT,
     "quantization": "int8",
     "threads": 1,
     "cpu_pinning": "none",
@@ -328,8 +329,9 @@ def _validate_matrix(c: _Checker, raw: Any) -> dict[str, tuple[Any, ...]]:
         matrix[axis] = tuple(_validate_axis_value(c, axis, v, f"matrix.{axis}[{i}]") for i, v in enumerate(values))
     for i, q in enumerate(matrix["quantization"]):
         for b in matrix["backend"]:
-            if q not in BACKENDS[b]:
-                raise c.fail(f"matrix.quantization[{i}]", q, f"backend {b} accepts {', '.join(BACKENDS[b])}{did_you_mean(q, BACKENDS[b])}")
+            accepted = backends.info(b).quantizations
+            if q not in accepted:
+                raise c.fail(f"matrix.quantization[{i}]", q, f"backend {b} accepts {', '.join(accepted)}{did_you_mean(q, accepted)}")
     return matrix
 
 
@@ -342,8 +344,9 @@ def _validate_partial(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
 
 def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
     if axis == "backend":
-        if value not in BACKENDS:
-            raise c.fail(where, value, f"known backends: {', '.join(BACKENDS)}{did_you_mean(value, BACKENDS)}")
+        known = backends.names()
+        if value not in known:
+            raise c.fail(where, value, f"known backends: {', '.join(known)}{did_you_mean(value, known)}")
         return value
     if axis == "model":
         value = c.string(value, where)
@@ -351,14 +354,17 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
             return value
         if "/" in value or value.startswith("."):
             path = Path(value).expanduser()
-            if not (path.is_dir() or (path.suffix == ".pt" and path.is_file())):
+            # A file: a model file some backend loads (BackendInfo.model_files, e.g. a .pt checkpoint).
+            suffixes = sorted({s for b in backends.names() for s in backends.info(b).model_files})
+            if not (path.is_dir() or (path.suffix in suffixes and path.is_file())):
+                files = f" or a model file ({', '.join(suffixes)})" if suffixes else ""
                 raise c.fail(where, value, "a model path must be an existing directory (a CTranslate2 model with "
-                                           "model.bin) or an openai-whisper .pt checkpoint")
+                                           f"model.bin){files}")
             return str(path)
         raise c.fail(where, value, f"expected a Whisper model name ({', '.join(WHISPER_MODELS)}) "
                                    f"or a directory path{did_you_mean(value, WHISPER_MODELS)}")
     if axis == "quantization":
-        allowed = sorted({q for qs in BACKENDS.values() for q in qs})
+        allowed = backends.all_quantizations()
         if value not in allowed:
             raise c.fail(where, value, f"expected one of {', '.join(allowed)}{did_you_mean(value, allowed)}")
         return value
@@ -480,7 +486,7 @@ def validate_budgets(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
     for key, value in doc.items():
         if key == BUDGET_WER_INCREASE:
             spec = c.mapping(value, f"{where}.{key}", ("quantization", "max"))
-            quantizations = sorted({q for qs in BACKENDS.values() for q in qs})
+            quantizations = backends.all_quantizations()
             if spec.get("quantization") not in quantizations:
                 raise c.fail(f"{where}.{key}.quantization", spec.get("quantization"), f"expected one of {', '.join(quantizations)}")
             limit = c.number(spec.get("max"), f"{where}.{key}.max", positive=False)

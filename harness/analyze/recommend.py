@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.errors import UserError
-from harness.scenario import BUDGET_PER_LANGUAGE, BUDGET_SCALARS, BUDGET_WER_INCREASE
+from harness.plan.scenario import BUDGET_PER_LANGUAGE, BUDGET_SCALARS, BUDGET_WER_INCREASE
 
 # Peak RSS of one configuration varies between runs by a few percent (allocator arenas, thread
 # start-up); peaks within 3 % of the lowest count as a tie, decided by p95 latency, then WER.

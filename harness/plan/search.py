@@ -12,22 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.catalog import is_english_only
-from harness.recommend import violations
-from harness.scenario import RunSpec
+from harness import backends
+from harness.analyze.recommend import violations
+from harness.plan.scenario import RunSpec
 
 # Relative model size; a directory path (unknown size) ranks last and is never skipped by size rules.
 MODEL_RANK = {"tiny": 0, "base": 1, "small": 2, "distil-small": 2, "medium": 3, "distil-medium": 3,
               "turbo": 3.5, "large-v3-turbo": 3.5, "distil-large-v2": 3.5, "distil-large-v3": 3.5,
               "distil-large-v3.5": 3.5, "large": 4, "large-v1": 4, "large-v2": 4, "large-v3": 4}
-QUANT_BYTES = {"int8": 1, "int8_float32": 1, "int8_float16": 1, "int8_bfloat16": 1, "int16": 2,
-               "float16": 2, "bfloat16": 2, "float32": 4, "default": 4}
 MEMORY_BUDGETS = ("peak_rss_mb",)
 SPEED_BUDGETS = ("latency_p95_s", "latency_p50_s", "rtf")
 
 
 def model_rank(model: str) -> float | None:
     return MODEL_RANK.get(model.removesuffix(".en"))
+
+
+def bytes_per_weight(backend: str, quantization: str) -> float:
+    """The backend's bytes per weight at this quantization (BackendInfo.bytes_per_weight; 4 if unknown)."""
+    return backends.info(backend).bytes_per_weight.get(quantization, 4)
 
 
 def _settings(config: dict[str, Any]) -> tuple[Any, ...]:
@@ -37,9 +40,9 @@ def _settings(config: dict[str, Any]) -> tuple[Any, ...]:
 
 def order(specs: list[RunSpec]) -> list[RunSpec]:
     """Smallest expected memory first: model size, then bytes per weight, then threads."""
-    def key(spec: RunSpec) -> tuple[float, int, int]:
+    def key(spec: RunSpec) -> tuple[float, float, int]:
         rank = model_rank(spec.model)
-        return (rank if rank is not None else 99, QUANT_BYTES.get(spec.quantization, 4), spec.threads)
+        return (rank if rank is not None else 99, bytes_per_weight(spec.backend, spec.quantization), spec.threads)
     return sorted(specs, key=key)
 
 
@@ -51,7 +54,7 @@ def _no_smaller(spec: RunSpec, row: dict[str, Any], same_quantization: bool) -> 
         return False
     if same_quantization and c["quantization"] != spec.quantization:
         return False
-    return theirs <= mine and QUANT_BYTES.get(c["quantization"], 4) <= QUANT_BYTES.get(spec.quantization, 4)
+    return theirs <= mine and bytes_per_weight(c["backend"], c["quantization"]) <= bytes_per_weight(spec.backend, spec.quantization)
 
 
 def _broke(row: dict[str, Any], budget_names: tuple[str, ...], budgets: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
@@ -69,7 +72,7 @@ def cannot_win(spec: RunSpec, measured: list[dict[str, Any]], budgets: dict[str,
     """Why `spec` cannot be the recommendation given the rows measured so far, or None."""
     budgeted = {lang for metric in ("wer", "cer") for lang in budgets.get(metric, {})}
     missing = sorted(lang for lang in budgeted & languages if lang != "en")
-    if is_english_only(spec.model) and missing:
+    if backends.info(spec.backend).english_only(spec.model) and missing:
         return (f"cannot win: {spec.model} is English-only and the budgets include "
                 f"{', '.join(missing)} (a budgeted language without data is not met)")
     for row in measured:

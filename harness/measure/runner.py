@@ -1,7 +1,7 @@
 """One configuration in one fresh, isolated subprocess: spawn, watch, cap, time out, kill, reap.
 
 The parent blocks in `os.waitid` / `os.wait4` (the latter also yields the child's kernel peak RSS)
-while a watchdog thread (harness.memcap) samples the child tree's RSS, enforces the memory cap
+while a watchdog thread (harness.measure.memcap) samples the child tree's RSS, enforces the memory cap
 (verdict `oom`) and the deadline (verdict `timeout`). Every path, Ctrl-C, SIGTERM and SIGHUP included,
 ends with the child's process group killed, the child reaped and its temp folder removed.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.memcap import CGROUP_MODE, MIB, WATCHDOG_MODE, CgroupCap, Watchdog, delegated_cgroup, kill_group
+from pydantic import ValidationError
+
+from harness.contract import WorkerReply
+from harness.measure.memcap import CGROUP_MODE, MIB, WATCHDOG_MODE, CgroupCap, Watchdog, delegated_cgroup, kill_group
 
 STDERR_TAIL_LINES = 15
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -45,6 +49,9 @@ class ChildOutcome:
     cap_crossed_at: float | None = None  # monotonic, the first sample above the memory cap
     cap_mode: str | None = None  # how the memory cap was enforced (None: no cap)
     cpu_steal_fraction: float | None = None  # share of CPU time the hypervisor took while the child ran
+    # Share of the machine's CPU time that other processes used while the child ran (neither the worker
+    # tree nor this process): another benchmark, a build, a browser. Timings taken under it are suspect.
+    foreign_cpu_fraction: float | None = None
     budget_verdict: dict[str, Any] | None = None  # status over_budget: which budget, limit, value
 
 
@@ -96,14 +103,14 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
             tmp = Path(tempfile.mkdtemp(prefix="harness-job-"))
         job_path, result_path = tmp / "job.json", tmp / "result.json"
         job_path.write_text(json.dumps({**job, "parent_pid": os.getpid()}), encoding="utf-8")
-        argv = [*(command or [sys.executable, "-m", "harness.worker"]), str(job_path), str(result_path)]
+        argv = [*(command or [sys.executable, "-m", "harness.child.worker"]), str(job_path), str(result_path)]
         if cgroup_parent:
             with signals_held():
                 cgroup = CgroupCap(cgroup_parent, f"harness-{os.getpid()}-{tmp.name}", cap_mb)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with signals_held(), open(log_path, "wb") as log:
-                steal_before = cpu_steal_jiffies()
+                cpu_before, own_before = machine_cpu_jiffies(), _own_cpu_s()
                 started = time.monotonic()
                 proc = subprocess.Popen(
                     cgroup.wrap(argv) if cgroup else argv,
@@ -128,9 +135,9 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
                 if cgroup is not None:
                     cgroup.remove()
         ended_at = time.monotonic()
-        steal = cpu_steal_jiffies()
+        cpu_after, own_after = machine_cpu_jiffies(), _own_cpu_s()
         ru_maxrss_mb = rusage.ru_maxrss * 1024 / MIB  # Linux reports kB
-        result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
+        result = _reply(result_path)
     finally:
         if tmp is not None:
             with signals_held():
@@ -139,9 +146,12 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
     outcome = ChildOutcome("ok", "", result, ru_maxrss_mb, ended_at - started, watchdog.timeline,
                            started, ended_at, watchdog.crossed_at,
                            cap_mode=None if cap_mb is None else CGROUP_MODE if cgroup else WATCHDOG_MODE)
-    if steal is not None and steal_before is not None and ended_at > started:
-        cpu_seconds = (ended_at - started) * (os.cpu_count() or 1)
-        outcome.cpu_steal_fraction = (steal - steal_before) / os.sysconf("SC_CLK_TCK") / cpu_seconds
+    if cpu_before is not None and cpu_after is not None and ended_at > started:
+        capacity_s = (ended_at - started) * (os.cpu_count() or 1)
+        busy_s, steal_s = ((after - before) / os.sysconf("SC_CLK_TCK") for before, after in zip(cpu_before, cpu_after))
+        outcome.cpu_steal_fraction = steal_s / capacity_s
+        worker_s = rusage.ru_utime + rusage.ru_stime  # the child and the descendants it reaped
+        outcome.foreign_cpu_fraction = max(0.0, busy_s - worker_s - (own_after - own_before)) / capacity_s
     if kernel_oom:
         outcome.status = "oom"
         outcome.reason = f"the kernel's OOM killer ended the worker at memory.max = {cap_mb:g} MiB (cgroup v2)"
@@ -162,13 +172,34 @@ def run_child(job: dict[str, Any], log_path: Path, cap_mb: float | None, timeout
     return outcome
 
 
-def cpu_steal_jiffies() -> int | None:
-    """Total CPU time stolen by the hypervisor so far (/proc/stat), in clock ticks."""
+def machine_cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, stolen) CPU time of the whole machine so far (/proc/stat), in clock ticks. Busy is user,
+    nice, system, irq and softirq (guest time is inside user); idle, iowait and steal are not busy."""
     try:
         with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8])
-    except (OSError, IndexError, ValueError):
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq, steal
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds this process (the harness, with its sampler thread) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _reply(path: Path) -> dict[str, Any] | None:
+    """The worker's reply (harness.contract.WorkerReply), or None when it wrote none or a malformed one
+    (the row is then an `error` with the worker's last output)."""
+    if not path.is_file():
+        return None
+    try:
+        return WorkerReply.model_validate_json(path.read_bytes()).model_dump()
+    except ValidationError:
         return None
 
 

@@ -12,8 +12,15 @@ from typing import Any
 
 import psutil
 
-PACKAGES = ("whisper-harness", "faster-whisper", "ctranslate2", "numpy", "av", "jiwer",
-            "whisper-normalizer", "psutil", "openai-whisper", "torch")
+from harness import backends
+
+# The harness's own packages; each backend adds its own (BackendInfo.packages).
+CORE_PACKAGES = ("whisper-harness", "numpy", "av", "jiwer", "whisper-normalizer", "psutil")
+
+
+def package_names() -> tuple[str, ...]:
+    """The distributions whose versions a row records: the harness's, then every backend's."""
+    return tuple(dict.fromkeys([*CORE_PACKAGES, *(p for name in backends.names() for p in backends.info(name).packages)]))
 
 
 def cpu_model() -> str:
@@ -38,7 +45,7 @@ def git_commit() -> str | None:
 
 def capture() -> dict[str, Any]:
     packages = {}
-    for name in PACKAGES:
+    for name in package_names():
         try:
             packages[name] = version(name)
         except PackageNotFoundError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness import backends
+
 DEFAULT_HEADROOM = 0.15
 MAX_HEADROOM = 10.0  # 1000 % over the peak: more is a typo (15 meant as 0.15), not a deployment
 
@@ -17,7 +19,8 @@ def snippet(row_summary: dict[str, Any], headroom: float = DEFAULT_HEADROOM) -> 
     memory_mib = math.ceil(metrics["peak_rss_mb"] * (1 + headroom))
     threads = config["threads"]
     pinned = config["cpu_pinning"]["requested"] != "none"
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+    backend = backends.info(config["backend"])
+    env = backend.deploy_env(threads)
     resources = (
         "resources:\n"
         "  requests:\n"
@@ -28,7 +31,7 @@ def snippet(row_summary: dict[str, Any], headroom: float = DEFAULT_HEADROOM) -> 
         f"    cpu: \"{threads}\"\n"
     )
     env_yaml = "env:\n" + "".join(f"  - name: {k}\n    value: \"{v}\"\n" for k, v in env.items())
-    python = _python_line(config["backend"], config["model"], config["quantization"], threads)
+    python = backend.deploy_python(config["model"], config["quantization"], threads)
     notes = [
         f"memory = measured peak RSS {metrics['peak_rss_mb']:.1f} MiB + {headroom:.0%} headroom, rounded up to MiB",
         "integer CPU requests equal to limits give the pod Guaranteed QoS, which the kubelet's static CPU "
@@ -40,16 +43,3 @@ def snippet(row_summary: dict[str, Any], headroom: float = DEFAULT_HEADROOM) -> 
     return {"memory_mib": memory_mib, "cpu": threads, "headroom": headroom, "kubernetes": resources + env_yaml,
             "env": env, "python": python, "notes": notes}
 
-
-def _python_line(backend: str, model: str, quantization: str, threads: int) -> str:
-    if backend == "openai-whisper":
-        lines = ["import torch, whisper", f"torch.set_num_threads({threads})",
-                 f"model = whisper.load_model({model!r}, device=\"cpu\")"]
-        if quantization == "int8":
-            lines += ["# as measured: openai-whisper's Linear layers as plain nn.Linear, then dynamic int8",
-                      "from harness.backends.openai_whisper import quantize_int8",
-                      "model = quantize_int8(model)"]
-        return "\n".join(lines)
-    return ("from faster_whisper import WhisperModel\n"
-            f"model = WhisperModel({model!r}, device=\"cpu\", compute_type={quantization!r}, "
-            f"cpu_threads={threads}, num_workers=1)")

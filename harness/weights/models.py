@@ -1,13 +1,16 @@
-"""Model resolution: a model name or path -> local weights for the backend that runs them.
+"""Model resolution: a model name or path -> local weights, in the formats the backends load.
 
-faster-whisper (a CTranslate2 directory): a directory path as is; the offline packs installed with the
-project (tiny.en, base; the base pack is assembled from two parts once into the cache and its sha256
-verified); faster-whisper's own cache; faster-whisper's download from the hub when online.
+Each backend's `resolve_model` (harness/backends/) picks the format it needs and calls these:
 
-openai-whisper (a `.pt` checkpoint): a `.pt` path as is; openai-whisper's own cache; a conversion of
-the CTranslate2 weights above, cached (the same weights for both backends); openai-whisper's download
-when online. Offline, an unavailable model raises `ModelUnavailable` with what to install or where to
-put the files.
+- `resolve`: a CTranslate2 directory (the form every model starts in): a directory path as is; the
+  offline packs installed with the project (tiny.en, base; the base pack is assembled from two parts
+  once into the cache and its sha256 verified); faster-whisper's own cache; faster-whisper's download
+  from the hub when online.
+- `openai_checkpoint`: a `.pt` checkpoint in OpenAI's format: a `.pt` path as is; openai-whisper's own
+  cache; a conversion of the CTranslate2 weights above, cached (the same weights for every backend);
+  openai-whisper's download when online.
+
+Offline, an unavailable model raises `ModelUnavailable` with what to install or where to put the files.
 """
 
 from __future__ import annotations
@@ -155,10 +158,6 @@ def resolve(model: str, allow_download: bool = True) -> LocalModel:
     )
 
 
-def for_backend(backend: str, model: str) -> LocalModel:
-    return openai_checkpoint(model) if backend == "openai-whisper" else resolve(model)
-
-
 def _openai_cache() -> Path:
     # openai-whisper's default download root (whisper.load_model's download_root).
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
@@ -174,7 +173,7 @@ def converted_path(model: str, ct2_dir: Path) -> Path:
 def convert_to_openai(model: str, target: Path | None = None) -> LocalModel:
     """The openai-whisper checkpoint converted from the model's CTranslate2 weights: written to
     `target`, or (by default) to the cache, where an existing conversion is reused."""
-    from harness import convert
+    from harness.weights import convert
 
     ct2 = resolve(model, allow_download=False)
     reuse = target is None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.catalog import LANGUAGES
-from harness.datasets import UndecodableAudio, json_object, probe_audio, text_lines
+from harness.data.datasets import UndecodableAudio, json_object, probe_audio, text_lines
 from harness.errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac")

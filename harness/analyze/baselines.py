@@ -12,8 +12,9 @@ import re
 import shutil
 from pathlib import Path
 
-from harness import results
-from harness.compare import load_side, machine_class
+from harness import store
+from harness.analyze.compare import load_side
+from harness.contract import machine_class
 from harness.errors import UserError
 
 BASELINES_DIR = Path("baselines")
@@ -38,7 +39,7 @@ def save(run_dir: Path, name: str, root: Path = BASELINES_DIR) -> Path:
     tmp.mkdir(parents=True)
     for row in rows:
         row.pop("timeline", None)
-        results.append_row(tmp / results.RESULTS_FILE, row)
+        store.append_row(tmp / store.RESULTS_FILE, row)
     (tmp / "environment.json").write_text(json.dumps(env, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -53,8 +54,8 @@ def resolve(spec: str, current: Path, root: Path = BASELINES_DIR) -> Path:
     _, env = load_side(current)
     machine = machine_class(env)
     path = root / slug(machine) / name
-    if not (path / results.RESULTS_FILE).is_file():
-        known = sorted(str(p.relative_to(root)) for p in root.glob(f"*/*/{results.RESULTS_FILE}"))
+    if not (path / store.RESULTS_FILE).is_file():
+        known = sorted(str(p.relative_to(root)) for p in root.glob(f"*/*/{store.RESULTS_FILE}"))
         raise NoBaseline(f"no baseline {name!r} for this machine class ('{machine}', looked in {path}); saved "
                         f"baselines: {', '.join(known) or 'none'}. Save one: harness baseline save RUN_DIR --name {name}")
     return path

@@ -10,9 +10,9 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from harness import importers
+from harness.data import importers
 from harness.errors import UserError
-from harness.models import cache_dir
+from harness.weights.models import cache_dir
 
 # FLEURS names its configurations by locale; the Whisper code's usual one (others: --subset).
 FLEURS_SUBSETS = {"en": "en_us", "pt": "pt_br", "es": "es_419", "fr": "fr_fr", "de": "de_de", "it": "it_it",

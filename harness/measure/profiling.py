@@ -20,6 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness import backends
+
 PROFILERS = ("memray", "scalene")
 TOP_SITES = 10
 MEMRAY_CAPTURE = "memray.bin"
@@ -36,16 +38,15 @@ def worker_command(profiler: str, folder: Path, backend: str) -> list[str]:
     """The worker's command line under `profiler` (the job and result paths are appended)."""
     if profiler == "memray":
         return [sys.executable, "-m", "memray", "run", "--native", "--quiet", "--force",
-                "--output", str(folder / MEMRAY_CAPTURE), "-m", "harness.worker"]
+                "--output", str(folder / MEMRAY_CAPTURE), "-m", "harness.child.worker"]
     if profiler == "scalene":
         # scalene runs a script, not a module: a two-line one here (running harness/worker.py itself would
         # put harness/ first on sys.path, where profiling.py, datasets.py ... shadow other modules).
         launcher = folder / "worker_main.py"
-        launcher.write_text("import sys\nfrom harness.worker import main\nsys.exit(main(sys.argv[1:]))\n")
-        # --profile-all: faster-whisper, CTranslate2's and PyTorch's Python layers too, not only the harness.
-        # Scalene's memory profiling (its malloc interposer) crashed the PyTorch worker with SIGSEGV after
-        # 29 minutes and 14 GB (openai-whisper base, 3-minute file); CPU profiling alone is stable there.
-        cpu_only = ["--cpu-only"] if backend == "openai-whisper" else []
+        launcher.write_text("import sys\nfrom harness.child.worker import main\nsys.exit(main(sys.argv[1:]))\n")
+        # --profile-all: the backend's library's Python layers too, not only the harness. Some backends
+        # crash under scalene's memory profiling (its malloc interposer): CPU time only for those.
+        cpu_only = ["--cpu-only"] if backends.info(backend).scalene_cpu_only else []
         return [sys.executable, "-m", "scalene", "run", "--profile-all", *cpu_only,
                 "--outfile", str(folder / "scalene.json"), str(launcher), "---"]
     raise ValueError(profiler)
@@ -53,10 +54,10 @@ def worker_command(profiler: str, folder: Path, backend: str) -> list[str]:
 
 def artifacts(profiler: str, folder: Path, result: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, Any]]:
     """Render the profiler's reports next to its capture; return ({name: path}, summary). Done in a
-    child process (`python -m harness.profiling`): reading a capture of a PyTorch run takes gigabytes,
+    child process (`python -m harness.measure.profiling`): reading a capture of a PyTorch run takes gigabytes,
     which the harness, going on to measure, must not keep."""
     (folder / WORKER_TIMES).write_text(json.dumps({k: (result or {}).get(k) for k in ("phases", "wall_minus_monotonic")}))
-    problem = _run([sys.executable, "-m", "harness.profiling", profiler, str(folder)], folder)
+    problem = _run([sys.executable, "-m", "harness.measure.profiling", profiler, str(folder)], folder)
     if not (folder / SUMMARY).is_file():
         return {}, {"error": f"could not read the {profiler} profile: {problem}"}
     done = json.loads((folder / SUMMARY).read_text())

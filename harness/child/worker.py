@@ -1,4 +1,4 @@
-"""The measured child: `python -m harness.worker JOB.json RESULT.json`.
+"""The measured child: `python -m harness.child.worker JOB.json RESULT.json`.
 
 Runs in a fresh process per configuration. Order matters: CPU affinity first, then (with the thread
 environment the parent exported) the numeric libraries, then audio decoding outside any timed region,
@@ -62,7 +62,8 @@ WHOLE = {"mode": "whole"}  # how each piece of a stream is transcribed
 def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     import threadpoolctl
 
-    from harness import backends, streaming
+    from harness import backends
+    from harness.child import stream
     from harness.child.audio import decode
 
     spec = job["spec"]
@@ -82,7 +83,7 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
 
     chunking = spec["chunking"]
     windows: dict[str, list[tuple[float, float]]] = {}  # when each sample was being transcribed
-    stream: dict[str, dict[str, Any]] = {}  # stream mode: per sample, compute seconds of every piece
+    piece_timings: dict[str, dict[str, Any]] = {}  # stream mode: per sample, compute seconds of every piece
 
     def transcribe(sample: dict[str, Any]) -> tuple[str, float]:
         t0, mono0 = time.perf_counter(), time.monotonic()
@@ -95,17 +96,17 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
 
     def transcribe_stream(sample: dict[str, Any]) -> str:
         samples = audio[sample["id"]]
-        ranges = streaming.pieces(len(samples), chunking["chunk_s"], chunking["overlap_s"], chunking["buffer"])
+        ranges = stream.pieces(len(samples), chunking["chunk_s"], chunking["overlap_s"], chunking["buffer"])
         texts, seconds = [], []
         for start, end in ranges:
             t0 = time.perf_counter()
             texts.append(backend.transcribe(samples[start:end], sample["lang"], spec["beam_size"], spec["decoding"], WHOLE))
             seconds.append(time.perf_counter() - t0)
-        record = stream.setdefault(sample["id"], {"chunk_ends_s": [end / 16000 for _, end in ranges], "chunks": []})
+        record = piece_timings.setdefault(sample["id"], {"chunk_ends_s": [end / 16000 for _, end in ranges], "chunks": []})
         record["chunks"].append(seconds)
         if chunking["buffer"] == "pieces":  # seams exist only between separately transcribed pieces
             record["pieces"] = texts
-        return streaming.merge(texts, chunking["buffer"])
+        return stream.merge(texts, chunking["buffer"])
 
     runnable = [s for s in job["samples"] if backend.supports_language(s["lang"])]
     results: list[dict[str, Any]] = [
@@ -120,7 +121,7 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
         for _ in range(spec["warmup"] - 1):
             transcribe(runnable[0])
         phases["measure_start"] = time.monotonic()
-        stream.clear()  # the cold run is not a timed one
+        piece_timings.clear()  # the cold run is not a timed one
         rules = job.get("stop_when") or {}
         planned = len(runnable) * spec["repeats"]
         planned_audio_s = sum(len(audio[s["id"]]) for s in runnable) / 16000 * spec["repeats"]
@@ -135,7 +136,7 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
             results.append({"id": sample["id"], "lang": sample["lang"],
                             "audio_s": len(audio[sample["id"]]) / 16000,
                             "latency_s": latencies, "hypothesis": text, "windows": windows[sample["id"]],
-                            **stream.get(sample["id"], {})})
+                            **piece_timings.get(sample["id"], {})})
     phases["done"] = time.monotonic()
 
     pools = threadpoolctl.threadpool_info()
@@ -189,6 +190,8 @@ def main(argv: list[str]) -> int:
         return 1
     result["phases"] = phases
     result["wall_minus_monotonic"] = time.time() - time.monotonic()  # places profiler timestamps in the phases
+    if os.environ.get("HARNESS_RECORD_IMPORTS") == "1":  # tests: the top-level packages this child imported
+        result["imported_modules"] = sorted({name.partition(".")[0] for name in sys.modules})
     _write_result(result_path, result)
     return 0
 

@@ -26,7 +26,7 @@ import yaml
 
 from harness.catalog import LANGUAGES
 from harness.errors import UserError
-from harness.models import cache_dir
+from harness.weights.models import cache_dir
 
 DEFAULT = "default"  # the bundled short requests
 DEFAULT_LONG = "default-long"  # the bundled long-form recordings (3 minutes or more per language)

@@ -1,0 +1,1 @@
+"""The reading side: analysis of result rows (never imports the measuring side)."""
