@@ -130,9 +130,7 @@ def read_run(path: Path) -> tuple[list[dict[str, Any]], Scenario | None]:
     copy_path = path.parent / "scenario.yaml"
     scenario = None
     if copy_path.is_file():
-        with warnings.catch_warnings():  # warnings about running it here (threads > CPUs), not about reading
-            warnings.simplefilter("ignore")
-            scenario = load_scenario(copy_path)
+        scenario = load_scenario(copy_path, on_this_machine=False)  # it may have run on another machine
     try:
         lines = path.read_bytes().split(b"\n")  # not splitlines(): a row may hold U+2028, U+0085
     except OSError as exc:

@@ -171,8 +171,11 @@ class _BoundedLoader(yaml.SafeLoader):
 class _Checker:
     """Validates one file; every error names the file and the field path."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_this_machine: bool = True) -> None:
         self.path = path
+        # Checks against the machine that validates (CPUs that exist, model directories present): off
+        # when reading a run directory measured elsewhere, so it renders and compares on any machine.
+        self.on_this_machine = on_this_machine
 
     def fail(self, where: str, value: Any, allowed: str) -> UserError:
         if isinstance(value, float) and not math.isfinite(value):  # as written in YAML: .nan, .inf, -.inf
@@ -241,7 +244,7 @@ def available_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+def load_scenario(path: str | os.PathLike[str], on_this_machine: bool = True) -> Scenario:
     """Read and validate a scenario file; raises UserError naming file, field and value."""
     path = Path(path)
     try:
@@ -254,11 +257,13 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         raw = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
-    return validate_scenario(raw, path)
+    return validate_scenario(raw, path, on_this_machine)
 
 
-def validate_scenario(raw: Any, path: Path) -> Scenario:
-    c = _Checker(path)
+def validate_scenario(raw: Any, path: Path, on_this_machine: bool = True) -> Scenario:
+    """`on_this_machine=False`: the scenario of a run measured elsewhere (report, compare): no check that
+    its CPUs or model directories exist here."""
+    c = _Checker(path, on_this_machine)
     if raw is None:
         raise UserError(f"{path}: the scenario is empty; it needs at least 'name' and 'matrix'")
     doc = c.mapping(raw, "(top level)", TOP_LEVEL_KEYS)
@@ -356,7 +361,7 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
             path = Path(value).expanduser()
             # A file: a model file some backend loads (BackendInfo.model_files, e.g. a .pt checkpoint).
             suffixes = sorted({s for b in backends.names() for s in backends.info(b).model_files})
-            if not (path.is_dir() or (path.suffix in suffixes and path.is_file())):
+            if c.on_this_machine and not (path.is_dir() or (path.suffix in suffixes and path.is_file())):
                 files = f" or a model file ({', '.join(suffixes)})" if suffixes else ""
                 raise c.fail(where, value, "a model path must be an existing directory (a CTranslate2 model with "
                                            f"model.bin){files}")
@@ -370,7 +375,7 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
         return value
     if axis == "threads":
         threads = c.integer(value, where, 1)
-        if threads > len(available_cpus()):
+        if c.on_this_machine and threads > len(available_cpus()):
             warnings.warn(f"{c.path}: {where} = {threads} is more than the {len(available_cpus())} CPUs available: "
                           "measured as an oversubscribed configuration", stacklevel=2)
         return threads
@@ -384,7 +389,7 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
             cpus = None
         if cpus is None:
             raise c.fail(where, value, 'expected none, auto, or a CPU list such as "0", "0,1", "0-3"')
-        missing = sorted(set(cpus) - set(available_cpus()))
+        missing = sorted(set(cpus) - set(available_cpus())) if c.on_this_machine else []
         if missing:
             raise c.fail(where, value, f"CPU(s) {missing} do not exist or are not allowed here; available: {available_cpus()}")
         return text
