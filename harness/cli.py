@@ -129,9 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     models_actions = models.add_subparsers(dest="action", required=True)
     models_actions.add_parser("list", help="list local models")
     convert = models_actions.add_parser(
-        "convert", help="convert a CTranslate2 model (name or directory) into a .pt checkpoint in OpenAI's format")
+        "convert", help="convert a CTranslate2 model (name or directory) into the weights another backend loads")
     convert.add_argument("model", help="tiny.en, base (offline packs), another cached name, or a CTranslate2 directory")
-    convert.add_argument("--out", type=Path, help="the .pt to write (default: the harness's cache, where runs look)")
+    convert.add_argument("--to", default=None, metavar="BACKEND",
+                         help="the backend whose format to write (default: a .pt checkpoint in OpenAI's format)")
+    convert.add_argument("--quantization", help="the quantization to write, for backends whose quantization is a file format (default: its first)")
+    convert.add_argument("--out", type=Path, help="where to copy the result (default: only the harness's cache, where runs look)")
 
     datasets = sub.add_parser("datasets", help="speech data")
     datasets_actions = datasets.add_subparsers(dest="action", required=True)
@@ -381,10 +384,23 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
     from harness.weights import models
 
     if args.action == "convert":
+        from harness import backends
+
+        name = args.to or backends.CONVERT_DEFAULT
+        if name not in backends.names():
+            raise UserError(f"--to: invalid value {name!r}; expected one of {', '.join(backends.names())}"
+                            f"{did_you_mean(name, backends.names())}")
+        info = backends.info(name)
+        quantization = args.quantization or info.quantizations[0]
+        if quantization not in info.quantizations:
+            raise UserError(f"--quantization: invalid value {quantization!r}; {name} accepts {', '.join(info.quantizations)}")
         try:
-            print(models.convert_to_openai(args.model, args.out).path)
+            converted = info.resolve_model(args.model, quantization).path
         except models.ModelUnavailable as exc:
             raise UserError(str(exc)) from None
+        if args.out is not None:
+            models.copy_weights(converted, args.out)
+        print(args.out or converted)
         return 0
     found = models.list_local()
     for m in found:

@@ -62,7 +62,7 @@ def test_a_worker_child_imports_only_its_own_backend(name: str, tmp_path: Path, 
     quantization = smallest_quantization(info)
     if why_not := info.unavailable(quantization):
         pytest.skip(why_not)
-    model = info.resolve_model("tiny.en")
+    model = info.resolve_model("tiny.en", quantization)
     spec = RunSpec(run_id=f"imports-{name}", scenario="child-imports", backend=name, model="tiny.en",
                    quantization=quantization, threads=1, cpu_pinning="none", chunking={"mode": "whole"}, beam_size=1,
                    decoding={"best_of": 1, "temperature": [0.0], "condition_on_previous_text": False,

@@ -100,7 +100,7 @@ def test_cpu_lists() -> None:
         (MINIMAL.replace("cpu_pinning: [none, auto]", "cpu_pinning: [sometimes]"), ["matrix.cpu_pinning[0]", "none, auto"]),
         (MINIMAL.replace("model: [tiny.en, base]", "model: [tiny.en, bsae]"), ["matrix.model[1]", "'bsae'", "did you mean 'base'"]),
         (MINIMAL.replace("quantization: [int8, float32]", "quantization: [int4]"), ["matrix.quantization[0]", "'int4'", "int8"]),
-        (MINIMAL + "  backend: [whisper.cpp]\n", ["matrix.backend[0]", "whisper.cpp", "faster-whisper"]),
+        (MINIMAL + "  backend: [whisper-cpp]\n", ["matrix.backend[0]", "whisper-cpp", "did you mean 'whisper.cpp'"]),
         (MINIMAL + "  chunking: [{mode: streaming}]\n", ["matrix.chunking[0].mode", "'streaming'", "did you mean 'stream'"]),
         (MINIMAL + "  chunking: [chunk_length]\n", ["matrix.chunking[0].chunk_length", "needs a length"]),
         (MINIMAL + "  chunking: [{chunk_length: 45}]\n", ["matrix.chunking[0].chunk_length.chunk_length", "45", "at most 30"]),

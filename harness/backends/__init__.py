@@ -16,8 +16,10 @@ from harness.backends.base import Backend, BackendInfo
 _REGISTRY: dict[str, str] = {
     "faster-whisper": "harness.backends.faster_whisper",
     "openai-whisper": "harness.backends.openai_whisper",
+    "whisper.cpp": "harness.backends.whisper_cpp",
 }
 DEFAULT = "faster-whisper"  # a scenario's backend when its matrix names none
+CONVERT_DEFAULT = "openai-whisper"  # `harness models convert MODEL` without --to
 
 __all__ = ["DEFAULT", "Backend", "BackendInfo", "adapter", "all_quantizations", "get", "info", "names"]
 

@@ -71,10 +71,10 @@ class BackendInfo:
     install_hint: str  # how to get them
     packages: tuple[str, ...]  # distributions whose versions every row's environment records
     bytes_per_weight: Mapping[str, float]  # per quantization: the --search ordering (smallest memory first)
-    # Runs on the node that measures: a model name or path -> local weights in the form the adapter's
-    # `load` takes (offline packs, conversions, caches, a download when online). Raises
+    # Runs on the node that measures: (model name or path, quantization) -> local weights in the form the
+    # adapter's `load` takes (a backend whose quantization is a file format converts to it here) (offline packs, conversions, caches, a download when online). Raises
     # harness.weights.models.ModelUnavailable saying what to install or where to put the files.
-    resolve_model: Callable[[str], LocalModel]
+    resolve_model: Callable[[str, str], LocalModel]
     # (model, quantization, threads) -> the Python lines that load the model the way it was measured.
     deploy_python: Callable[[str, str, int], str]
     # The adapter: "package.module:Class" (imported in the worker child only) or a callable returning one.

@@ -37,9 +37,9 @@ HUB_REPOS = {
 }
 
 
-def resolve_model(model: str) -> LocalModel:
+def resolve_model(model: str, quantization: str = "int8") -> LocalModel:
     """A CTranslate2 directory: the path given, an offline pack, faster-whisper's hub cache, or a hub
-    download when online (harness.weights.models.resolve)."""
+    download when online (harness.weights.models.resolve); the quantization is applied at load."""
     from harness.weights import models
 
     return models.resolve(model)

@@ -28,10 +28,10 @@ OFFICIAL_MODELS = ("tiny.en", "tiny", "base.en", "base", "small.en", "small", "m
                    "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo")
 
 
-def resolve_model(model: str) -> LocalModel:
+def resolve_model(model: str, quantization: str = "float32") -> LocalModel:
     """A `.pt` checkpoint: the path given, openai-whisper's own cache, a conversion of the CTranslate2
     weights (cached; the same weights as the other backends), or openai-whisper's download when online
-    (harness.weights.models.openai_checkpoint)."""
+    (harness.weights.models.openai_checkpoint); the quantization is applied at load."""
     from harness.weights import models
 
     return models.openai_checkpoint(model)

@@ -35,8 +35,51 @@ import os
 import struct
 from typing import TYPE_CHECKING, Any
 
+from harness.backends.base import BackendInfo
+
 if TYPE_CHECKING:
     import numpy as np
+
+    from harness.weights.models import LocalModel
+
+NAME = "whisper.cpp"
+QUANTIZATIONS = ("float16", "q8_0", "q5_0")  # harness.weights.ggml writes the file in this format
+
+
+def resolve_model(model: str, quantization: str) -> LocalModel:
+    """A ggml file of the model in `quantization`, converted once from its CTranslate2 weights (the same
+    weights as the other backends: offline packs, a directory, faster-whisper's hub cache) and cached
+    by the source's content hash (harness.weights.ggml)."""
+    from harness.weights import ggml
+
+    return ggml.local_model(model, quantization)
+
+
+def deploy_python(model: str, quantization: str, threads: int) -> str:
+    name = model.rstrip("/").rsplit("/", 1)[-1]
+    return "\n".join([
+        f"# the ggml file that was measured: `harness models convert {model} --to whisper.cpp --quantization "
+        f"{quantization}` writes it (online, whisper.cpp's models/download-ggml-model.sh fetches ggml-{name}"
+        f"{'' if quantization == 'float16' else '-' + quantization}.bin)",
+        "from pywhispercpp.model import Model",
+        f"model = Model(\"ggml-{name}-{quantization}.bin\", n_threads={threads}, print_progress=False, print_realtime=False)",
+    ])
+
+
+BACKEND = BackendInfo(
+    name=NAME,
+    quantizations=QUANTIZATIONS,
+    chunking=("whole",),  # whisper.cpp's own 30-second windows; stream comes from the harness
+    modules=("_pywhispercpp",),
+    install_hint="pip install 'whisper-harness[whisper-cpp]' (pywhispercpp; its wheel bundles libwhisper and ggml)",
+    packages=("pywhispercpp",),
+    # ggml blocks of 32 weights: q8_0 = 32 int8 + an fp16 scale (34 bytes), q5_0 = 16 nibbles + 4 bytes of
+    # fifth bits + an fp16 scale (22 bytes).
+    bytes_per_weight={"float16": 2, "q8_0": 34 / 32, "q5_0": 22 / 32},
+    resolve_model=resolve_model,
+    deploy_python=deploy_python,
+    adapter="harness.backends.whisper_cpp:WhisperCppBackend",
+)
 
 MAX_DECODERS = 8  # WHISPER_MAX_DECODERS: more beams or candidates make whisper_full fail (-4)
 MIN_SAMPLES = 16000  # shorter audio is padded with silence (whisper.cpp returns nothing under 100 ms)

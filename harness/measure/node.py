@@ -64,7 +64,7 @@ def run_job(job: Job, work_dir: Path, on_row: Callable[[dict[str, Any]], None], 
         on_row(record.not_run_row(job, Status.SKIPPED, why_not, provenance))
         return
     try:
-        model = backend.resolve_model(spec.model)
+        model = backend.resolve_model(spec.model, spec.quantization)
     except models.ModelUnavailable as exc:
         on_row(record.not_run_row(job, Status.ERROR, str(exc), provenance))
         return

@@ -227,3 +227,25 @@ def list_local() -> list[LocalModel]:
         except ModelUnavailable:
             continue
     return found
+
+
+def copy_weights(source: Path, target: Path) -> None:
+    """Copy converted weights (a file or a folder) to `target`, through a temporary name beside it."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        if source.is_dir():
+            shutil.copytree(source, tmp)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp)
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise UserError(f"--out {target}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
