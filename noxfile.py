@@ -35,7 +35,7 @@ def ensure_debian_packages(session: nox.Session, *packages: str) -> None:
 def bench(session: nox.Session) -> None:
     """Run scenarios/default.yaml, or the scenario and options after `--` (`-- --quick` for a short run)."""
     ensure_debian_packages(session, "espeak-ng")  # speaks the default Portuguese samples
-    session.install(".[openai-whisper,whisper-cpp]")
+    session.install(".[openai-whisper,whisper-cpp,transformers]")
     args = list(session.posargs)
     if not args or args[0].startswith("-"):
         args.insert(0, DEFAULT_SCENARIO)
@@ -46,7 +46,7 @@ def bench(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests and integration tests that run the real CLI, real subprocesses and real models."""
     ensure_debian_packages(session, "espeak-ng", "chromium")  # chromium: the report is checked in a browser
-    session.install("-e", ".[test,openai-whisper,whisper-cpp]")
+    session.install("-e", ".[test,openai-whisper,whisper-cpp,transformers]")
     session.run("pytest", *session.posargs)
 
 

@@ -26,6 +26,11 @@ PARENT_ONLY = ("jiwer", "pandas", "matplotlib", "psutil", "pydantic")
 SAMPLE_RATE = 16000
 
 
+# Modules of PARENT_ONLY that a backend's own library loads when it loads a model (checked by hand:
+# transformers' modeling utilities import psutil): the backend's memory, not the harness's.
+LOADED_BY_THE_LIBRARY = {"transformers": {"psutil"}}
+
+
 def other_backends_libraries(name: str) -> set[str]:
     """The top-level modules other backends need and this one does not (torch is both openai-whisper's
     and transformers', say: it is forbidden in a faster-whisper child only)."""
@@ -78,5 +83,5 @@ def test_a_worker_child_imports_only_its_own_backend(name: str, tmp_path: Path, 
     assert outcome.status == "ok", outcome.reason
     imported = set(outcome.result["imported_modules"])
     assert {m.partition(".")[0] for m in info.modules} <= imported  # it did measure this backend
-    forbidden = other_backends_libraries(name) | set(PARENT_ONLY)
+    forbidden = other_backends_libraries(name) | (set(PARENT_ONLY) - LOADED_BY_THE_LIBRARY.get(name, set()))
     assert not imported & forbidden, f"a {name} child imported {sorted(imported & forbidden)}"

@@ -21,15 +21,16 @@ matrix:
 """
 
 
-def test_default_scenario_expands_to_seventeen_stable_ids() -> None:
+def test_default_scenario_expands_to_eighteen_stable_ids() -> None:
     scenario = load_scenario(Path(__file__).parents[1] / "scenarios" / "default.yaml")
     specs = scenario.expand()
-    assert len(specs) == 17
+    assert len(specs) == 18
     # Golden ids: renaming them breaks comparisons with earlier runs.
     assert specs[0].run_id == "faster-whisper-tiny.en-int8-t1-pinnone-whole-b5-d23226"
     assert specs[15].run_id == "faster-whisper-base-float32-t2-pinauto-whole-b5-1dc593"
     assert specs[16].run_id.startswith("openai-whisper-base-float32-t2-pinauto-whole-b5-")
-    assert len({s.run_id for s in specs}) == 17
+    assert specs[17].run_id.startswith("whisper.cpp-base-q5_0-t2-pinauto-whole-b5-")
+    assert len({s.run_id for s in specs}) == 18
     assert [s.run_id for s in load_scenario(scenario.path).expand()] == [s.run_id for s in specs]
 
 
@@ -155,4 +156,4 @@ def test_cli_dry_run_lists_run_ids() -> None:
     result = run_cli("run", "scenarios/default.yaml", "--dry-run")
     assert result.returncode == 0, result.stderr
     ids = result.stdout.split()
-    assert len(ids) == 17 and ids[0].startswith("faster-whisper-tiny.en-int8-t1")
+    assert len(ids) == 18 and ids[0].startswith("faster-whisper-tiny.en-int8-t1")

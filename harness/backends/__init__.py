@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "faster-whisper": "harness.backends.faster_whisper",
     "openai-whisper": "harness.backends.openai_whisper",
     "whisper.cpp": "harness.backends.whisper_cpp",
+    "transformers": "harness.backends.transformers_whisper",
 }
 DEFAULT = "faster-whisper"  # a scenario's backend when its matrix names none
 CONVERT_DEFAULT = "openai-whisper"  # `harness models convert MODEL` without --to
