@@ -46,7 +46,7 @@ def bench(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests and integration tests that run the real CLI, real subprocesses and real models."""
     ensure_debian_packages(session, "espeak-ng", "chromium")  # chromium: the report is checked in a browser
-    session.install("-e", ".[test,openai-whisper,whisper-cpp,transformers]")
+    session.install("-e", ".[test,openai-whisper,whisper-cpp,transformers,ray]")
     session.run("pytest", *session.posargs)
 
 

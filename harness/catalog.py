@@ -56,3 +56,6 @@ def chunking_label(chunking: dict[str, object]) -> str:
         return (f"stream {chunking['chunk_s']:g}s" + (f" overlap {chunking['overlap_s']:g}s" if chunking["overlap_s"] else "")
                 + (" growing" if chunking["buffer"] == "growing" else ""))
     return str(mode)
+
+# The profilers `harness profile` and `run --profile` can run a configuration under (harness.measure.profiling).
+PROFILERS: tuple[str, ...] = ("memray", "scalene")

@@ -1,4 +1,4 @@
-"""Command line: `harness run`, `report`, `compare`, `baseline save`, `models list|convert`,
+"""Command line: `harness run`, `fit`, `profile`, `report`, `compare`, `baseline save`, `models list|convert`,
 `datasets build-default|import|fetch`.
 
 Exit status: 0 success, 1 a failure to act on (e.g. the disk is full), 2 bad input (a clear message,
@@ -22,10 +22,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.analyze.deploy import DEFAULT_HEADROOM, MAX_HEADROOM
+from harness.catalog import PROFILERS
 from harness.errors import HarnessError, UserError, did_you_mean
-from harness.measure.profiling import PROFILERS
 
 if TYPE_CHECKING:
     from harness.data.datasets import Sample
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", type=Path, help="scenario YAML (e.g. scenarios/default.yaml)")
     run.add_argument("--dataset", action="append", default=[], metavar="MANIFEST",
                      help="use this manifest (.jsonl) instead of the scenario's datasets; repeatable")
+    run.add_argument("--lang", metavar="LANG",
+                     help="Whisper language code (en, pt; pt-BR reads as pt) of the lines of the datasets that name "
+                          "none, such as NeMo manifests and audiofolder metadata without a lang column")
     run.add_argument("--out", type=Path, help="run directory (default: reports/<scenario>-<timestamp>)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run directory")
     run.add_argument("--quick", action="store_true", help="short version: 1 repetition, 2 samples per language")
@@ -91,7 +95,35 @@ def build_parser() -> argparse.ArgumentParser:
                           "latency budget, skip configurations that cannot win")
     run.add_argument("--profile", action="append", default=[], choices=PROFILERS,
                      help="after measuring, run every configuration once more under this profiler; repeatable")
+    run.add_argument("--fit", action="store_true",
+                     help="after measuring, find the smallest kernel-enforced memory limit of every ok configuration "
+                          "(as `harness fit`; needs root or a delegated cgroup v2 subtree)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where configurations are measured: local (this machine, one at a time; the default) or "
+                          "ray (the nodes of a Ray cluster that offer a harness_slot; whisper-harness[ray])")
+    run.add_argument("--address", metavar="ADDR", help="with --executor ray: the cluster, ray://HEAD:10001 (Ray Client) "
+                                                       "or HEAD:6379 from inside its network (default: RAY_ADDRESS, else "
+                                                       "a cluster started on this machine)")
+    run.add_argument("--retry-lost-nodes", type=int, default=0, metavar="N",
+                     help="with --executor ray: resubmit a configuration whose node was lost up to N times before "
+                          "recording it as an error (default 0)")
+    run.add_argument("--slots-per-node", type=int, default=1, metavar="K",
+                     help="with --executor ray: measure up to K configurations at once on each measuring node, each "
+                          "on its share of the node's CPUs (default 1; co-running configurations distort each other, "
+                          "and their rows say so)")
     _report_options(run)
+
+    fit = sub.add_parser("fit", help="find by bisection the smallest kernel-enforced memory limit at which each ok "
+                                     "configuration completes without an OOM kill and within 10 %% of its latency")
+    fit.add_argument("scenario", type=Path, help="the scenario the configurations belong to")
+    fit.add_argument("--run", action="append", default=[], metavar="RUN_ID",
+                     help="fit this configuration (harness run --dry-run lists them); repeatable; default: every ok one")
+    fit.add_argument("--dataset", action="append", default=[], metavar="MANIFEST",
+                     help="use this manifest instead of the scenario's datasets; repeatable")
+    fit.add_argument("--out", type=Path, metavar="RUN_DIR",
+                     help="the run directory whose configurations to fit (default: the newest run of the scenario "
+                          "that measured them; a new one, measured first, when there is none)")
+    _report_options(fit)
 
     prof = sub.add_parser("profile", help="run one configuration under memray or scalene (not a measurement)")
     prof.add_argument("scenario", type=Path, help="the scenario the configuration belongs to")
@@ -101,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "the scenario that measured RUN_ID, else a new one)")
     prof.add_argument("--dataset", action="append", default=[], metavar="MANIFEST",
                       help="use this manifest instead of the scenario's datasets; repeatable")
+    prof.add_argument("--lang", metavar="LANG",
+                      help="Whisper language code (en, pt; pt-BR reads as pt) of the lines of the datasets that name "
+                           "none, such as NeMo manifests and audiofolder metadata without a lang column")
     _report_options(prof)
 
     report = sub.add_parser("report", help="render index.html, report.md and recommendation.json")
@@ -184,11 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            warnings.showwarning = lambda msg, *a, **k: console.print(f"[yellow]warning:[/] {msg}")
+            warnings.showwarning = lambda msg, *a, **k: console.print(f"[yellow]warning:[/] {escape(str(msg))}")
             if args.command == "run":
                 return cmd_run(args, console)
             if args.command == "profile":
                 return cmd_profile(args, console)
+            if args.command == "fit":
+                return cmd_fit(args, console)
             if args.command == "report":
                 return cmd_report(args, console)
             if args.command == "compare":
@@ -203,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             command = shlex.join(["harness", *(sys.argv[1:] if argv is None else argv)])
             return _stopping(console, signum, f"`{command}` did not finish; run it again")
         if isinstance(exc, HarnessError):
-            console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a message may hold [brackets]
             return exc.exit_code
         if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRORS:
             raise
@@ -232,6 +269,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise UserError("--resume DIR already names the run directory; drop --out")
     budgets = parse_budget_overrides(args.budget, scenario.budgets)  # a bad --budget fails before measuring
     _check_saveable(args.scenario, specs, budgets)
+    if args.fit:
+        from harness.measure import fit
+
+        if (problem := fit.requirement_error()) is not None:  # before measuring, not after
+            raise problem
+    executor_options = _executor_options(args)
     models.cache_dir()  # an unusable cache fails here, before a run directory is made
     samples = _load_samples(args, scenario, console)
     run_dir = args.resume or args.out or sweep.default_run_dir(scenario)
@@ -240,9 +283,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         with SweepDisplay(console) as display:
             rows = sweep.run_scenario(scenario, samples, run_dir, resume=bool(args.resume), budgets=budgets,
                                       search_mode=args.search, profilers=tuple(dict.fromkeys(args.profile)),
-                                      on_progress=display)
+                                      executor=args.executor, executor_options=executor_options, on_progress=display)
         Console(width=None if sys.stdout.isatty() else 200).print(results_table(rows, f"{scenario.name}: {run_dir}"))
         console.print(f"results: {run_dir}/results.jsonl, {run_dir}/summary.csv")
+        if args.fit:
+            _fit(scenario, samples, run_dir, None, False, console)
         if args.search:
             s = sweep.search_summary(rows)
             console.print(f"search: measured {s['measured']} of {s['configurations']} configurations "
@@ -254,6 +299,30 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             raise
         return _interrupted_run(args, run_dir, signum, console)
     return 0
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor's options from `harness run`'s flags; refuses what the chosen executor cannot do."""
+    if args.executor != "ray":
+        given = [flag for flag, value, default in (("--address", args.address, None), ("--retry-lost-nodes", args.retry_lost_nodes, 0),
+                                                   ("--slots-per-node", args.slots_per_node, 1)) if value != default]
+        if given:
+            raise UserError(f"{given[0]} is an option of --executor ray")
+        return {}
+    if args.profile:
+        raise UserError("--profile runs on the local executor only: drop it from the Ray sweep and profile afterwards "
+                        "(`harness profile SCENARIO --run RUN_ID --with PROFILER`)")
+    if getattr(args, "fit", False):
+        raise UserError("--fit measures on this machine only for now: drop it from the Ray sweep (a fit here would "
+                        "describe this machine, not the cluster's nodes)")
+    if args.retry_lost_nodes < 0:
+        raise UserError(f"--retry-lost-nodes: invalid value {args.retry_lost_nodes}; expected an integer >= 0")
+    if args.slots_per_node < 1:
+        raise UserError(f"--slots-per-node: invalid value {args.slots_per_node}; expected an integer >= 1")
+    from harness.measure.executors.ray_cluster import import_ray
+
+    import_ray()  # not installed: the install hint, before a run directory is made
+    return {"address": args.address, "retry_lost_nodes": args.retry_lost_nodes, "slots_per_node": args.slots_per_node}
 
 
 def _check_saveable(scenario_path: Path, specs: list[RunSpec], budgets: dict[str, Any]) -> None:
@@ -290,10 +359,15 @@ def _interrupted_run(args: argparse.Namespace, run_dir: Path, signum: int, conso
 def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console) -> list[Sample]:
     from harness.data import datasets
 
+    notes: list[str] = []
+    lang = getattr(args, "lang", None)  # `harness fit` has no --lang
     if args.dataset:
-        loaded = datasets.load_datasets(args.dataset, origin="--dataset")
+        loaded = datasets.load_datasets(args.dataset, origin="--dataset", lang=lang, notes=notes)
     else:
-        loaded = datasets.load_datasets(scenario.datasets, scenario.path.parent, f"{args.scenario}: field 'datasets'")
+        loaded = datasets.load_datasets(scenario.datasets, scenario.path.parent, f"{args.scenario}: field 'datasets'",
+                                        lang=lang, notes=notes)
+    for note in notes:
+        console.print(f"note: {note}")
     samples = datasets.select(loaded, scenario.languages, scenario.max_samples_per_language)
     if not samples:
         raise UserError(f"{args.scenario}: no samples left after the languages filter {list(scenario.languages or [])}")
@@ -329,6 +403,64 @@ def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[profile {args.profiler}] {args.run}: {profile_line(row)}", highlight=False)
     _render_report(run_dir, args, console)
     return 0 if row["status"] == "ok" else 1
+
+
+def cmd_fit(args: argparse.Namespace, console: Console) -> int:
+    from harness import store
+    from harness.console import SweepDisplay
+    from harness.measure import fit, sweep
+    from harness.plan.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    if (problem := fit.requirement_error()) is not None:
+        raise problem
+    specs = {s.run_id: s for s in scenario.expand()}
+    for run_id in args.run:
+        if run_id not in specs:
+            raise UserError(f"{args.scenario}: --run: no configuration {run_id!r}{did_you_mean(run_id, specs)}; "
+                            f"`harness run {args.scenario} --dry-run` lists the {len(specs)} run ids")
+    _check_saveable(args.scenario, [specs[r] for r in args.run] or list(specs.values()), {})
+    samples = _load_samples(args, scenario, console)
+    wanted = set(args.run or specs)
+    run_dir = args.out
+    if run_dir is None:
+        measured = [d for d in sorted(Path("reports").glob(f"{scenario.name}-*"), reverse=True)
+                    if (d / store.RESULTS_FILE).is_file()
+                    and wanted <= {r["run_id"] for r in store.read_rows(d)}]
+        run_dir = measured[0] if measured else sweep.default_run_dir(scenario)
+    try:
+        exists = (run_dir / store.RESULTS_FILE).is_file()
+        if not exists or not wanted <= {r["run_id"] for r in store.read_rows(run_dir)}:
+            console.print(f"measuring first (fits start from measured configurations) -> {run_dir}")
+            with SweepDisplay(console) as display:
+                sweep.run_scenario(scenario, samples, run_dir, resume=exists, on_progress=display)
+        fitted = _fit(scenario, samples, run_dir, args.run or None, True, console)
+        _render_report(run_dir, args, console)
+    except KeyboardInterrupt as exc:  # Terminated too
+        return _stopping(console, _signal_of(exc), f"fits that finished are saved in {run_dir}; run the command "
+                                                   "again for the rest")
+    return 0 if fitted and all(r["metrics"]["fit"]["min_limit_mb"] is not None for r in fitted) else 1
+
+
+def _fit(scenario: Scenario, samples: list[Sample], run_dir: Path, run_ids: list[str] | None, refit: bool,
+         console: Console) -> list[dict[str, Any]]:
+    """Fit the memory limits of a run directory's ok configurations, with a live display; one line each."""
+    from harness.measure import fit, sweep
+
+    for run_id, why in fit.skipped_configurations(scenario, run_dir, run_ids, refit).items():
+        console.print(f"not fitted: {run_id}: {why}")
+    with fit.FitDisplay(console) as display:
+        fitted = fit.fit_run(scenario, sweep.sample_refs(samples), sweep.data_description(scenario, samples), run_dir,
+                             run_ids, refit=refit, on_progress=display)
+    for row in fitted:
+        m, f = row["metrics"], row["metrics"]["fit"]
+        found = (f"min_limit_mb {f['min_limit_mb']:g}" if f["min_limit_mb"] is not None
+                 else f"[red]no limit found[/]: {f.get('reason', '')}")
+        console.print(f"fit {row['run_id']}: {found} (peak RSS {m.get('peak_rss_mb')}, cgroup peak "
+                      f"{f.get('reference_cgroup_peak_mb')}, anonymous {f.get('reference_peak_anon_mb')} MiB on the "
+                      f"longest sample per language); {len(f['steps'])} runs, {f['run_seconds']:.0f} run-seconds",
+                      soft_wrap=True)
+    return fitted
 
 
 def _render_report(run_dir: Path, args: argparse.Namespace, console: Console) -> None:

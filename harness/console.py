@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from harness import metrics as registry
 from harness import store
 from harness.measure import sweep
 
@@ -89,23 +90,30 @@ class SweepDisplay:
 
 
 def results_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """The configurations and the metrics harness.metrics shows on the CONSOLE. A warm timing taken while
+    a NOISE metric (CPU steal, foreign load) was past its limit is marked `!` (the row has a warning)."""
+    rows = [r for r in rows if not r.get("profiler")]  # not a measurement: its figures include the profiler's overhead
     langs = sorted({lang for r in rows for lang in r["metrics"].get("languages", {})})
     synthetic = {lang: all(r["metrics"]["languages"][lang].get("synthetic") for r in rows
                            if lang in r["metrics"].get("languages", {})) for lang in langs}
+    columns = registry.columns(registry.CONSOLE, langs)
     table = Table(title=title, title_justify="left")
-    for header in ("configuration", "status", "peak RSS MiB", "load s", "cold s", "p50 s", "p95 s", "RTF"):
-        table.add_column(header, justify="left" if header in ("configuration", "status") else "right")
-    for lang in langs:
-        table.add_column(f"WER {lang}" + (" (synthetic)" if synthetic[lang] else ""), justify="right")
+    for header in ("configuration", "status"):
+        table.add_column(header, justify="left")
+    for metric, lang, _ in columns:
+        table.add_column(metric.header(lang) + (" (synthetic)" if lang and synthetic[lang] else ""), justify="right")
+    marked = False
     for r in rows:
-        if r.get("profiler"):  # not a measurement: its figures include the profiler's overhead
-            continue
-        m = r["metrics"]
-        cells = [store.short_name(r), f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]", _fmt(m.get("peak_rss_mb"), ".0f"),
-                 _fmt(m.get("load_s")), _fmt(m.get("first_latency_s")), _fmt(m.get("latency_p50_s")),
-                 _fmt(m.get("latency_p95_s")), _fmt(m.get("rtf"), ".3f")]
-        for lang in langs:
-            wer = m.get("languages", {}).get(lang, {}).get("wer")
-            cells.append(_fmt(None if wer is None else wer * 100, ".1f", " %"))
+        busy = bool(registry.noisy(r))
+        cells = [store.short_name(r), f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]"]
+        for metric, lang, _ in columns:
+            value = metric.value(r, lang)
+            mark = busy and metric.warm_timing and value is not None
+            marked |= mark
+            cells.append(metric.cell(value) + ("[yellow]![/]" if mark else ""))
         table.add_row(*cells)
+    if marked:
+        limits = ", ".join(f"{m.noun} > {m.cell(m.limit)}" for m in registry.judged(registry.NOISE))
+        table.caption = f"! warm timings taken while the machine was busy ({limits}): uncertain"
+        table.caption_justify = "left"
     return table

@@ -76,7 +76,7 @@ class LanguageMetrics(_Open):
 
 class Metrics(_Open):
     """Run-level figures (units in the names: _mb = MiB, _s = seconds; rtf and fractions unitless).
-    Which ones exist, and what they mean, is the metric registry's business (harness.registry)."""
+    Which ones exist, and what they mean, is the metric registry's business (harness.metrics)."""
 
     peak_rss_mb: float | None = None
     languages: dict[str, LanguageMetrics] = Field(default_factory=dict)

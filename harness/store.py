@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness import SCHEMA_VERSION, backends
+from harness import metrics as metric_registry
 from harness.catalog import chunking_label
 from harness.contract import Row, validation_message
 from harness.errors import UserError
@@ -36,7 +37,8 @@ def short_name(row: dict[str, Any]) -> str:
     pin = "" if c["cpu_pinning"]["requested"] == "none" else f" pin={c['cpu_pinning']['requested']}"
     chunking = c.get("chunking") or {"mode": "whole"}
     mode = "" if chunking["mode"] == "whole" else f" {chunking_label(chunking)}"
-    return f"{backend}{c['model']} {c['quantization']} t{c['threads']}{pin}{mode}"
+    cpu_limit = f" cpu={c['cpu_limit']}" if c.get("cpu_limit") else ""  # a CFS quota (Kubernetes CPU limit)
+    return f"{backend}{c['model']} {c['quantization']} t{c['threads']}{pin}{mode}{cpu_limit}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,33 +251,27 @@ def check_row(row: Any, where: str) -> dict[str, Any]:
     return row
 
 
-SUMMARY_COLUMNS = ("run_id", "status", "backend", "model", "quantization", "threads", "pinning",
-                   "peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s", "latency_p50_s",
-                   "latency_p95_s", "rtf")
-STREAM_COLUMNS = ("chunk_latency_p95_s", "lag_max_s", "final_latency_p95_s")  # empty unless chunking is stream
+# summary.csv: these columns, the metrics harness.metrics shows in SUMMARY (run-level ones in registry
+# order, then per language NAME_LANG: wer_en, cer_en, wer_pt, ...), then `reason` (its first line).
+SUMMARY_CONFIG_COLUMNS = ("run_id", "status", "backend", "model", "quantization", "threads", "pinning", "chunking")
+SUMMARY_COLUMNS = SUMMARY_CONFIG_COLUMNS + tuple(m.name for m in metric_registry.shown_in(metric_registry.SUMMARY)
+                                                 if not m.per_language)
+STREAM_COLUMNS = tuple(m.name for m in metric_registry.shown_in(metric_registry.SUMMARY) if m.section == "stream")
 
 
 def summary_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat record per row: the configuration, the headline metrics, WER/CER per language."""
-    langs = sorted({lang for r in rows for lang in r["metrics"].get("languages", {})})
-    records = []
-    for r in rows:
-        c, m = r["config"], r["metrics"]
-        rec: dict[str, Any] = {
-            "run_id": r["run_id"], "status": r["status"], "backend": c["backend"], "model": c["model"],
-            "quantization": c["quantization"], "threads": c["threads"],
-            "pinning": c["cpu_pinning"]["requested"],
-            "chunking": chunking_label(c.get("chunking") or {"mode": "whole"}),
-            **{k: m.get(k) for k in SUMMARY_COLUMNS[7:]},
-            **{k: (m.get("stream") or {}).get(k) for k in STREAM_COLUMNS},
-        }
-        for lang in langs:
-            stats = m.get("languages", {}).get(lang, {})
-            rec[f"wer_{lang}"] = stats.get("wer")
-            rec[f"cer_{lang}"] = stats.get("cer")
-        rec["reason"] = r["reason"].splitlines()[0] if r["reason"] else ""
-        records.append(rec)
-    return records
+    """One flat record per row (profiled runs included): the configuration, the metrics shown in
+    SUMMARY, per-language ones per language; a pivot of the DataFrame (harness.analyze.frame)."""
+    from harness.analyze import frame
+
+    if not rows:
+        return []
+    df = frame.from_rows(rows, include_profiles=True)
+    langs = sorted(df["lang"].dropna().unique())
+    names = [name for _, _, name in metric_registry.columns(metric_registry.SUMMARY, langs)]
+    table = frame.wide(df, metric_registry.shown_in(metric_registry.SUMMARY)).rename(columns={"cpu_pinning": "pinning"})
+    table["reason"] = [reason.splitlines()[0] if reason else "" for reason in table["reason"]]
+    return frame.records(table[[*SUMMARY_CONFIG_COLUMNS, *names, "reason"]])
 
 
 def write_summary(rows: list[dict[str, Any]], path: Path) -> None:

@@ -101,6 +101,12 @@ CASES = {
     "manifest: path escaping its folder": manifest_case([{**GOOD_LINE, "audio": "../../etc/passwd"}], ":1:", "escapes"),
     "manifest: unknown language": manifest_case([{**GOOD_LINE, "lang": "xx"}], ":1:", "field 'lang'", "'xx'"),
     "manifest: not JSON": manifest_case(["id: a"], ":1:", "not a JSON object"),
+    "manifest: relative path climbing out": manifest_case([{**GOOD_LINE, "audio": "../data/a.wav"}], ":1:", "field 'audio'",
+                                                          "escapes", "write an absolute path", "data/a.wav\")"),
+    "manifest: NeMo line without a language": manifest_case([{"audio_filepath": "a.wav", "duration": 0.5, "text": "hello"}],
+                                                            ":1:", "field 'lang'", "pass --lang LANG", 'add a "lang" field'),
+    "manifest: styles mixed": manifest_case([GOOD_LINE, {"audio_filepath": "a.wav", "text": "hi", "lang": "en"}], ":2:",
+                                            "a NeMo manifest line", "line 1 is a harness manifest line", "one style per file"),
 }
 
 
@@ -129,6 +135,29 @@ def test_bad_input(tmp_path: Path, case: str) -> None:
     for fragment in fragments:
         assert fragment in message, message
     assert not (tmp_path / "run" / "results.jsonl").exists()  # rejected before anything ran
+
+
+def test_audiofolder_and_lang_on_the_command_line(tmp_path: Path) -> None:
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    _wav(folder / "one.wav")
+    (folder / "metadata.csv").write_text("file_name,transcription\none.wav,olá\n", encoding="utf-8")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO.replace("DATASET", "default") + "languages: [en]\n")
+    # loaded (as Portuguese, --lang read as Whisper's code), then left out by the scenario's languages: nothing runs
+    result = run_cli("run", str(scenario), "--dataset", str(folder), "--lang", "pt-BR", "--out", str(tmp_path / "run"))
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "note: --lang 'pt-BR' read as 'pt'" in message and "no samples left after the languages filter ['en']" in message
+    result = run_cli("run", str(scenario), "--dataset", str(folder / "metadata.csv"), "--out", str(tmp_path / "run"))
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{folder / 'metadata.csv'}:2: field 'lang'" in message and "pass --lang LANG" in message
+    run_id = run_cli("run", str(scenario), "--dry-run").stdout.split()[0]
+    result = run_cli("profile", str(scenario), "--run", run_id, "--with", "memray", "--dataset", str(folder),
+                     "--lang", "klingon", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--lang: unknown language code 'klingon'" in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_unwritable_output_directory(tmp_path: Path) -> None:

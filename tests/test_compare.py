@@ -105,6 +105,29 @@ def test_timings_taken_while_the_hypervisor_stole_cpu_are_not_evidence(tmp_path:
     assert entry["metrics"]["latency"]["detail"].startswith("CPU steal 11% while running")
 
 
+def test_timings_taken_under_foreign_load_are_not_evidence() -> None:
+    base = store.read_rows(BASELINE)
+    current = copy.deepcopy(base)
+    for row in current:
+        row["metrics"]["foreign_cpu_fraction"] = 0.07
+        for s in row["samples"]:
+            s["latency_s"] = [t * 1.4 for t in s["latency_s"]]
+    policy = compare.load_policy(None)
+    assert policy["latency"]["max_foreign_cpu_fraction"] == 0.05  # one limit per NOISE metric of the registry
+    entry = compare.compare_rows(base, current, policy)["configs"][1]
+    assert {k: entry["metrics"][k]["verdict"] for k in ("latency", "rtf")} == {
+        "latency": "insufficient evidence", "rtf": "insufficient evidence"}
+    assert entry["metrics"]["latency"]["detail"].startswith("foreign CPU load 7% while running; median x1.400")
+    policy["latency"]["max_foreign_cpu_fraction"] = 0.10
+    assert compare.compare_rows(base, current, policy)["configs"][1]["metrics"]["latency"]["verdict"] == "worse"
+
+
+def test_the_judged_metrics_come_from_the_registry() -> None:
+    rows = store.read_rows(BASELINE)
+    report = compare.compare_rows(rows, rows, compare.load_policy(None))
+    assert list(report["configs"][1]["metrics"]) == ["status", "peak_rss_mb", "latency", "rtf", "wer.en", "wer.pt"]
+
+
 def test_a_wer_rise_of_2_points_exits_1(tmp_path: Path) -> None:
     def worse_pt(row):
         row["metrics"]["languages"]["pt"]["wer"] += 0.02

@@ -82,6 +82,18 @@ def test_budget_overrides() -> None:
             parse_budget_overrides([bad], {})
 
 
+def test_budget_names_come_from_the_metric_registry() -> None:
+    with pytest.raises(UserError, match=r"allowed: peak_rss_mb, rss_after_load_mb, load_s, first_latency_s, "
+                                        r"latency_p50_s, latency_p95_s, rtf, wer\.LANG, cer\.LANG$"):
+        parse_budget_overrides(["foreign_cpu_fraction=0.1"], {})
+    rec = _rec("feasible", {**BUDGETS, "rss_after_load_mb": 200, "cer": {"pt": 0.09}})
+    assert _why(rec)["base-int8"] == ("rss_after_load_mb 245 MiB > 200 MiB (over by 45 MiB, +22%); "
+                                      "cer.pt 10.0 % > 9.0 % (over by 1.0 points, +11%)")
+    # recommendation.json: the winner's run-level budget metrics, in registry order
+    assert list(_rec("feasible")["recommended"]["metrics"]) == [
+        "peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s", "latency_p50_s", "latency_p95_s", "rtf"]
+
+
 def test_deployment_snippet_adds_headroom_and_asks_for_guaranteed_qos() -> None:
     rec = _rec("feasible")
     snippet = deploy.snippet(rec["recommended"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from harness import store
 from harness.plan.scenario import load_scenario
 from harness.report import build, generate, plots
-from harness.report.trend import write_index
+from harness.report.trend import collect, write_index
 
 GOLDEN = Path(__file__).parent / "golden" / "recommend"
 SCENARIO = """
@@ -54,7 +55,7 @@ def test_report_data_answers_the_question(tmp_path: Path) -> None:
     assert data["deployment"]["memory_mib"] == 403
     assert [f["title"] for f in data["figures"]] == [
         "Peak RSS vs WER (en)", "Peak RSS vs WER (pt)", "RTF vs threads", "Warm latency distributions",
-        "Memory timelines (1)"]
+        "Memory timelines"]
     verdicts = {row["run_id"]: row["verdict"] for row in data["table"]}
     assert verdicts[RUN_IDS["base-int8"]].startswith("recommended")
     assert verdicts[RUN_IDS["base-f32"]].startswith("meets every budget but needs 300.0 MiB more")
@@ -79,6 +80,30 @@ def test_transcripts_and_file_names_are_escaped(tmp_path: Path) -> None:
     assert rec["recommended"]["run_id"] == RUN_IDS["base-int8"] and rec["deployment"]["memory_mib"] == 403
 
 
+def test_configuration_table_columns_come_from_the_metric_registry(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run")
+    rows = store.read_rows(run)
+    rows[1]["metrics"]["foreign_cpu_fraction"] = 0.0714  # recorded by every new row
+    (run / "results.jsonl").unlink()
+    for row in rows:
+        store.append_row(run / "results.jsonl", row)
+    data = build.build(run)
+    assert [c["label"] for c in data["table_columns"]] == [
+        "peak RSS MiB", "load s", "cold s", "p50 s", "p95 s", "RTF", "foreign load", "WER en", "WER pt"]
+    assert [c["label"] for c in data["markdown_columns"]] == ["peak RSS MiB", "p50 s", "p95 s", "RTF", "WER en", "WER pt"]
+    line = next(r for r in data["table"] if r["run_id"] == rows[1]["run_id"])
+    assert line["cells"] == {"peak_rss_mb": "350", "load_s": "0.50", "first_latency_s": "1.68", "latency_p50_s": "1.12",
+                             "latency_p95_s": "1.40", "rtf": "0.300", "foreign_cpu_fraction": "7.1 %",
+                             "wer_en": "5.0 %", "wer_pt": "20.0 %"}
+    assert line["foreign_cpu_fraction"] == 0.0714 and line["wer_pt"] == 0.2  # the raw values too
+    paths = generate(run)
+    html = paths["html"].read_text()
+    assert "<th>foreign load</th><th>WER en</th>" in html and "<td>0.300</td><td>7.1 %</td><td>5.0 %</td>" in html
+    markdown = paths["markdown"].read_text()
+    assert "| configuration | status | peak RSS MiB | p50 s | p95 s | RTF | WER en | WER pt | verdict |" in markdown
+    assert "| base int8 t2 **(recommended)** | ok | 350 | 1.12 | 1.40 | 0.300 | 5.0 % | 20.0 % |" in markdown
+
+
 def test_failed_rows_are_shown_with_their_reason(tmp_path: Path) -> None:
     data = build.build(make_run_dir(tmp_path / "run", "failed"))
     by_id = {run["run_id"]: run for run in data["runs"]}
@@ -99,6 +124,48 @@ def test_trend_index_lists_every_run(tmp_path: Path) -> None:
     html = write_index(reports).read_text()
     assert 'href="golden-1/index.html"' in html and "golden-2" in html
     assert html.count("data:image/png;base64,") >= 3
+    # The metrics the registry shows in TREND: a chart each (per language for WER), and the table's figures.
+    assert [t for t in ("peak RSS (MiB)", "p95 latency (s)", "real-time factor", "WER en (fraction)", "WER pt (fraction)")
+            if f'alt="{t} over time"' in html] == ["peak RSS (MiB)", "p95 latency (s)", "real-time factor",
+                                                   "WER en (fraction)", "WER pt (fraction)"]
+    assert "configurations (peak RSS MiB / p95 s / RTF)" in html and "base int8 t2: ok 350 / 1.40 / 0.300<br>" in html
+    configs = collect(reports)[0]["configs"]
+    assert configs[0]["values"]["wer_en"] == 0.12 and configs[0]["cells"] == ["250", "0.90", "0.200"]
+
+
+def test_a_report_of_many_runs_overlays_the_timelines_and_shows_the_fastest_latencies(tmp_path: Path) -> None:
+    golden = store.read_rows(GOLDEN / "feasible.jsonl")
+    run = tmp_path / "run"
+    run.mkdir()
+    for i in range(40):
+        row = json.loads(json.dumps(golden[i % 4]))
+        row["run_id"] = f"{row['run_id']}-{i}"
+        row["metrics"].update(peak_rss_mb=100.0 if i == 0 else 200.0 + i, latency_p95_s=9.0 if i == 0 else 1.0 + i / 100)
+        row["samples"] = [{"id": "s", "lang": "en", "audio_s": 4.0, "latency_s": [1.0, 1.1, 0.9], "wer": 0.1,
+                           "reference": "a", "hypothesis": "a"}]
+        row["timeline"] = {"t_s": [0.02 * k for k in range(1000)], "rss_mb": [50 + k / 10 for k in range(1000)],
+                           "phases": {"start": 0.0, "loaded": 4.0, "done": 19.0}}
+        if i == 5:
+            row.update(status="oom", reason="process tree RSS passed the memory cap")
+            row["config"]["memory_cap_mb"] = 120
+            row["timeline"]["t_s"][3] = HOSTILE  # not a number: left out of the drawings
+        store.append_row(run / "results.jsonl", row)
+    data = build.build(run)
+    assert data["recommendation"]["recommended"]["run_id"] == "tiny-int8-0"
+    assert [f["title"] for f in data["figures"]] == [
+        "Peak RSS vs WER (en)", "Peak RSS vs WER (pt)", "RTF vs threads",
+        "Warm latency distributions (31 of 39 configurations: the 30 with the lowest p95 and the recommended one)",
+        "Memory timelines of all 40 runs, overlaid (each run's own timeline is in its details under Runs)"]
+    shown, total = plots.latency_selection(store.read_rows(run), "tiny-int8-0")
+    assert total == 39 and len(shown) == 31 and shown[0]["run_id"] == "tiny-int8-0"
+    oom = next(r for r in data["runs"] if r["run_id"] == "base-int8-5")["memory"]
+    assert oom["note"] == ("Memory timeline: 20.0 s, peak 150 MiB at 20.0 s (scale 0 to 162 MiB); orange: model load, "
+                           "green: transcription, dashed red: memory cap 120 MiB")
+    # At most two points per pixel column; numbers and fixed markup only (it is rendered unescaped).
+    assert 300 < oom["svg"].split('points="')[1].count(",") <= 600
+    assert re.fullmatch(r'(<(svg|rect|line|polyline)( [a-zA-Z0-9-]+="[a-z0-9 .,#-]+")*/?>|</svg>)+', oom["svg"])
+    html = generate(run)["html"].read_text()
+    assert html.count("data:image/png;base64,") == 5 and html.count('<svg class="spark"') == 40
 
 
 @pytest.fixture
@@ -125,6 +192,11 @@ def test_report_opens_in_a_real_browser_from_file(tmp_path: Path, browser) -> No
     page.goto(paths["html"].as_uri())
     images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
     assert len(images) == 5 and all(complete and width > 0 for _, complete, width in images), images
+    # each ok run's memory timeline, inline in its details
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    sparks = page.evaluate("Array.from(document.querySelectorAll('svg.spark')).map(s => "
+                           "[s.getBoundingClientRect().width, s.querySelector('polyline').points.numberOfItems])")
+    assert len(sparks) == 4 and all(width >= 300 and points == 30 for width, points in sparks), sparks
     assert page.evaluate("document.querySelectorAll('script').length") == 0  # the hostile text stayed text
     assert HOSTILE in page.text_content("body")
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -53,6 +54,41 @@ def test_summary_csv_has_one_line_per_row_with_per_language_columns(tmp_path: Pa
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0].startswith("run_id,status,backend,model") and "wer_en" in lines[0]
     assert lines[2].startswith("b,oom,") and lines[2].endswith(",cap")
+
+
+def test_summary_csv_columns_keep_their_order_and_show_foreign_load(tmp_path: Path) -> None:
+    rows = [_row("a", rtf=0.2, foreign_cpu_fraction=0.07),
+            {**_row("b"), "metrics": {"peak_rss_mb": 300.0, "languages": {"pt": {"wer": 0.3, "cer": 0.1}}}}]
+    store.write_summary(rows, tmp_path / "s.csv")
+    with open(tmp_path / "s.csv", newline="") as f:
+        header, first, second = list(csv.reader(f))
+    assert header == ["run_id", "status", "backend", "model", "quantization", "threads", "pinning", "chunking",
+                      "peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s", "latency_p50_s", "latency_p95_s",
+                      "rtf", "chunk_latency_p95_s", "lag_max_s", "final_latency_p95_s", "foreign_cpu_fraction",
+                      "wer_en", "cer_en", "wer_pt", "cer_pt", "reason"]
+    assert header[:-5] == list(store.SUMMARY_COLUMNS)
+    row_a, row_b = dict(zip(header, first)), dict(zip(header, second))
+    assert (row_a["foreign_cpu_fraction"], row_a["rtf"], row_a["wer_en"], row_a["wer_pt"]) == ("0.07", "0.2", "0.1", "")
+    assert (row_b["foreign_cpu_fraction"], row_b["wer_en"], row_b["wer_pt"], row_b["threads"]) == ("", "", "0.3", "2")
+
+
+def test_console_table_marks_timings_taken_under_foreign_load() -> None:
+    from rich.console import Console
+
+    from harness.console import results_table
+
+    busy = _row("busy", latency_p50_s=1.0, latency_p95_s=1.5, rtf=0.3, load_s=0.5, foreign_cpu_fraction=0.12)
+    quiet = _row("quiet", latency_p50_s=1.0, latency_p95_s=1.5, rtf=0.3, load_s=0.5, foreign_cpu_fraction=0.01)
+    console = Console(width=200, record=True)
+    console.print(results_table([busy, quiet], "t"))
+    lines = console.export_text().splitlines()
+    busy_line, quiet_line = lines[4], lines[5]
+    assert "1.50!" in busy_line and "0.300!" in busy_line and "0.50 " in busy_line  # warm timings only, not the load time
+    assert "!" not in quiet_line and "1.50" in quiet_line
+    assert any(line.startswith("! warm timings taken while the machine was busy") for line in lines)
+    console = Console(width=200, record=True)
+    console.print(results_table([quiet], "t"))
+    assert "!" not in console.export_text()
 
 
 def test_wer_is_scored_with_the_scenarios_normalization() -> None:

@@ -70,6 +70,16 @@ def test_an_infeasible_smaller_configuration_proves_nothing_about_accuracy() -> 
     assert search.cannot_win(spec("base", "int8"), measured, {"wer": {"en": 0.1}}, {"en"}) is None
 
 
+def test_budget_groups_and_stop_rules_come_from_the_metric_registry() -> None:
+    assert search.MEMORY_BUDGETS == ("peak_rss_mb",)
+    assert set(search.SPEED_BUDGETS) == {"latency_p50_s", "latency_p95_s", "rtf"}
+    budgets = {"peak_rss_mb": 700, "latency_p50_s": 2, "latency_p95_s": 3, "rtf": 0.5, "wer": {"en": 0.1}}
+    assert search.stop_rules(budgets) == {"latency_p95_s": 3.0, "rtf": 0.5}  # the worker's; memory is the runner's
+    # A smaller configuration killed at the memory cap broke the memory budget too.
+    why = search.cannot_win(spec("base", "float32"), [row(spec("base", "int8"), status="oom")], {"peak_rss_mb": 300}, {"en"})
+    assert why is not None and "already broke the peak_rss_mb budget" in why
+
+
 def test_stop_rules_fire_only_when_the_final_figure_is_certain() -> None:
     # 20 planned timings: p95 interpolates at index 18.05, so 2 timings above the limit decide it.
     check_stop_rules({"latency_p95_s": 1.0}, [2.0] + [0.5] * 5, planned=20, planned_audio_s=100)

@@ -1,5 +1,6 @@
 """Baseline vs current results -> a verdict per configuration and metric, and a regression exit code.
 
+Which metrics are judged, and by which judge, comes from the metric registry (harness.metrics `compare`).
 Noise-aware: warm latency and RTF are `worse` only when the ratio of medians passes a threshold AND
 the per-timing samples differ significantly (two-sided Mann-Whitney U); with too few timings the
 evidence is reported as insufficient. Peak RSS is `worse` only past both a relative and an absolute
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from harness import metrics as registry
 from harness import store
 from harness.contract import machine_class
 from harness.errors import UserError
@@ -23,13 +25,19 @@ DEFAULT_POLICY: dict[str, Any] = {
     "peak_rss": {"max_increase_fraction": 0.05, "max_increase_mb": 20.0},
     "latency": {"max_ratio": 1.15, "alpha": 0.05, "min_samples": 6, "insufficient_is_regression": False,
                 # A virtual machine whose hypervisor took more than this share of CPU time while a
-                # configuration ran was not measuring the code: its timings are not evidence.
-                "max_cpu_steal_fraction": 0.05,
-                # Likewise when other processes on the machine used more than this share of its CPU.
-                "max_foreign_cpu_fraction": 0.05},
+                # configuration ran was not measuring the code: its timings are not evidence. Likewise
+                # when other processes on the machine used more than this share of its CPU. One
+                # `max_NAME` per NOISE metric of the registry (cpu_steal_fraction, foreign_cpu_fraction).
+                **{f"max_{m.name}": m.limit for m in registry.judged(registry.NOISE)}},
     "wer": {"max_increase_points": 1.0},
     "status_regressions": ["oom", "error", "timeout"],
 }
+# What a TIMING judge compares: one value per warm timing of the row (sample, its timing in seconds).
+PER_TIMING = {
+    "latency_p95_s": lambda sample, t: t,
+    "rtf": lambda sample, t: t / sample["audio_s"] if sample.get("audio_s") else t,
+}
+assert all(m.name in PER_TIMING for m in registry.judged(registry.TIMING)), "a TIMING metric needs its per-timing values"
 VERDICTS = ("better", "worse", "within noise", "insufficient evidence", "new", "missing")
 
 
@@ -64,14 +72,10 @@ def load_policy(path: Path | None) -> dict[str, Any]:
     return policy
 
 
-def _warm(row: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """Per-timing latencies and per-timing RTFs (latency / audio seconds)."""
-    latencies, rtfs = [], []
-    for s in row.get("samples", []):
-        for t in s.get("latency_s", []):
-            latencies.append(t)
-            rtfs.append(t / s["audio_s"] if s.get("audio_s") else t)
-    return latencies, rtfs
+def _per_timing(row: dict[str, Any], metric: registry.Metric) -> list[float]:
+    """The row's warm timings as values of `metric` (every repetition of every sample)."""
+    value = PER_TIMING[metric.name]
+    return [value(s, t) for s in row.get("samples", []) for t in s.get("latency_s", [])]
 
 
 def _timing_verdict(base: list[float], cur: list[float], policy: dict[str, Any]) -> dict[str, Any]:
@@ -99,23 +103,25 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _rss_verdict(b: dict[str, Any], c: dict[str, Any], policy: dict[str, Any]) -> dict[str, Any]:
+def _memory_verdict(b: dict[str, Any], c: dict[str, Any], metric: registry.Metric, policy: dict[str, Any]) -> dict[str, Any]:
     p = policy["peak_rss"]
-    base, cur = b["peak_rss_mb"], c["peak_rss_mb"]
+    base, cur = metric.value(b), metric.value(c)
+    if base is None or cur is None:
+        return {"verdict": "new" if base is None else "missing", "baseline": base, "current": cur, "detail": ""}
     delta = cur - base
     past = abs(delta) > p["max_increase_fraction"] * base and abs(delta) > p["max_increase_mb"]
     verdict = ("worse" if delta > 0 else "better") if past else "within noise"
-    detail = f"{delta:+.1f} MiB ({delta / base:+.1%})"
+    detail = f"{delta:+.1f} MiB ({delta / base:+.1%})" if base else f"{delta:+.1f} MiB"
     # Measured here: the file-backed part (mapped shared libraries) of one configuration moved by
     # +28 MiB between a fresh and an older venv while anonymous memory stayed equal to 0.1 MiB.
     # Say which side moved, so a reader can tell page-cache state from a change in the code.
-    split = [m.get(k) for m in (b, c) for k in ("rss_anon_after_load_mb", "rss_file_after_load_mb")]
+    split = [m.get(k) for m in (b["metrics"], c["metrics"]) for k in ("rss_anon_after_load_mb", "rss_file_after_load_mb")]
     if None not in split and delta:
         detail += f"; after load: anonymous {split[2] - split[0]:+.1f} MiB, file-backed {split[3] - split[1]:+.1f} MiB"
     return {"verdict": verdict, "baseline": base, "current": cur, "delta": round(delta, 1), "detail": detail}
 
 
-def _wer_verdict(base: float, cur: float, policy: dict[str, Any]) -> dict[str, Any]:
+def _accuracy_verdict(base: float, cur: float, policy: dict[str, Any]) -> dict[str, Any]:
     points = 100 * (cur - base)
     limit = policy["wer"]["max_increase_points"]
     verdict = "worse" if points > limit else "better" if points < -limit else "within noise"
@@ -151,25 +157,32 @@ def _compare_pair(b: dict[str, Any], c: dict[str, Any], policy: dict[str, Any]) 
                      "detail": f"{b['status']} -> {c['status']}" + (f": {c['reason'].splitlines()[0]}" if flipped and c.get("reason") else "")}
     if b["status"] != "ok" or c["status"] != "ok":
         return out
-    out["peak_rss_mb"] = _rss_verdict(b["metrics"], c["metrics"], policy)
-    (b_lat, b_rtf), (c_lat, c_rtf) = _warm(b), _warm(c)
-    out["latency"] = _timing_verdict(b_lat, c_lat, policy)
-    out["rtf"] = _timing_verdict(b_rtf, c_rtf, policy)
-    for share, limit, why in (("cpu_steal_fraction", "max_cpu_steal_fraction", "CPU steal {:.0%} while running (the host was busy)"),
-                              ("foreign_cpu_fraction", "max_foreign_cpu_fraction",
-                               "other processes used {:.0%} of the CPU while running")):
-        taken = max(b["metrics"].get(share) or 0, c["metrics"].get(share) or 0)
-        if taken > policy["latency"][limit]:
-            for metric in ("latency", "rtf"):
-                out[metric].update(verdict="insufficient evidence", detail=f"{why.format(taken)}; " + out[metric]["detail"])
-    for lang in sorted(set(b["metrics"].get("languages", {})) | set(c["metrics"].get("languages", {}))):
-        bw = b["metrics"].get("languages", {}).get(lang, {}).get("wer")
-        cw = c["metrics"].get("languages", {}).get(lang, {}).get("wer")
-        if bw is None or cw is None:
-            out[f"wer.{lang}"] = {"verdict": "new" if bw is None else "missing", "baseline": bw, "current": cw, "detail": ""}
-        else:
-            out[f"wer.{lang}"] = _wer_verdict(bw, cw, policy)
+    # Which metrics are judged, and by which judge, is the registry's (harness.metrics `compare`), in its order.
+    noise = [(m, max(m.value(b) or 0, m.value(c) or 0)) for m in registry.judged(registry.NOISE)]
+    noise = [(m, taken) for m, taken in noise if taken > policy["latency"].get(f"max_{m.name}", m.limit)]
+    for metric in registry.METRICS:
+        if metric.compare == registry.MEMORY:
+            out[metric.verdict_key] = _memory_verdict(b, c, metric, policy)
+        elif metric.compare == registry.TIMING:
+            verdict = _timing_verdict(_per_timing(b, metric), _per_timing(c, metric), policy)
+            for m, taken in noise:  # timings taken on a busy machine are not evidence
+                verdict.update(verdict="insufficient evidence", detail=f"{_busy(m, taken)}; " + verdict["detail"])
+            out[metric.verdict_key] = verdict
+        elif metric.compare == registry.ACCURACY:
+            langs = set(b["metrics"].get("languages", {})) | set(c["metrics"].get("languages", {}))
+            for lang in sorted(langs):
+                bv, cv = metric.value(b, lang), metric.value(c, lang)
+                key = f"{metric.verdict_key}.{lang}"
+                if bv is None or cv is None:
+                    out[key] = {"verdict": "new" if bv is None else "missing", "baseline": bv, "current": cv, "detail": ""}
+                else:
+                    out[key] = _accuracy_verdict(bv, cv, policy)
     return out
+
+
+def _busy(metric: registry.Metric, taken: float) -> str:
+    """"CPU steal 11% while running", "foreign CPU load 7% while running"."""
+    return f"{metric.noun} {taken:.0%} while running"
 
 
 def load_side(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Budgets -> the smallest configuration that meets them, and why every other one was not chosen.
 
 Pure functions over result rows. Among `ok` rows, a configuration qualifies when it meets every budget
-(`peak_rss_mb`, `rtf`, latencies, per-language `wer` / `cer`; a language with a budget but no data
-does not meet it). "Smallest" = lowest peak RSS (within 3 %: a tie); ties go to lower p95 latency, then lower WER.
+(the metrics harness.metrics marks `budget`: `peak_rss_mb`, `rtf`, latencies, per-language `wer` / `cer`;
+a language with a budget but no data does not meet it). They are ranked in the registry's `rank` order:
+lowest peak RSS (within 3 %: a tie); ties go to lower p95 latency, then lower WER.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness import metrics as registry
 from harness.errors import UserError
 from harness.plan.scenario import BUDGET_PER_LANGUAGE, BUDGET_SCALARS, BUDGET_WER_INCREASE
 
@@ -27,18 +29,20 @@ class Violation:
 
     @property
     def excess(self) -> float:
-        """How far over the limit, as a fraction of the limit (inf when there is no data)."""
+        """How far past the limit, as a fraction of the limit (inf when there is no data)."""
         if self.value is None:
             return math.inf
-        return (self.value - self.limit) / self.limit if self.limit else math.inf
+        past = self.value - self.limit if _lower_is_better(self.budget) else self.limit - self.value
+        return past / self.limit if self.limit else math.inf
 
     def describe(self) -> str:
         if self.value is None:
             return f"{self.budget}: no data (budget {_fmt(self.budget, self.limit)})"
-        over = self.value - self.limit
-        over_text = f"{over * 100:.1f} points" if self.budget.startswith(("wer", "cer")) else _fmt(self.budget, over)
-        return (f"{self.budget} {_fmt(self.budget, self.value)} > {_fmt(self.budget, self.limit)} "
-                f"(over by {over_text}, {self.excess:+.0%})")
+        lower = _lower_is_better(self.budget)
+        past = abs(self.value - self.limit)
+        past_text = f"{past * 100:.1f} points" if _is_fraction(self.budget) else _fmt(self.budget, past)
+        return (f"{self.budget} {_fmt(self.budget, self.value)} {'>' if lower else '<'} {_fmt(self.budget, self.limit)} "
+                f"({'over' if lower else 'under'} by {past_text}, {self.excess:+.0%})")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "excess": None if math.isinf(self.excess) else round(self.excess, 4),
@@ -46,15 +50,24 @@ class Violation:
 
 
 def _fmt(budget: str, value: float) -> str:
-    if budget.startswith("wer_increase"):
+    """A budget's limit or value, in the metric's unit (harness.metrics): 720 MiB, 3.50 s, 0.500, 12.0 %."""
+    if budget.startswith(BUDGET_WER_INCREASE):
         return f"{value * 100:+.1f} points"
-    if budget.startswith(("wer", "cer")):
-        return f"{value * 100:.1f} %"
-    if budget.endswith("_mb"):
-        return f"{value:.0f} MiB"
-    if budget.endswith("_s"):
-        return f"{value:.2f} s"
-    return f"{value:.3f}"
+    metric = registry.get(budget.partition(".")[0])
+    return metric.text(value) if metric is not None else f"{value:.3f}"
+
+
+def _lower_is_better(budget: str) -> bool:
+    metric = registry.get(budget.partition(".")[0])
+    return metric is None or metric.lower_is_better
+
+
+def _is_fraction(budget: str) -> bool:
+    """A budget on a fraction (WER, CER, the WER increase): its excess is told in points."""
+    if budget.startswith(BUDGET_WER_INCREASE):
+        return True
+    metric = registry.get(budget.partition(".")[0])
+    return metric is not None and metric.unit == "fraction"
 
 
 def flatten_budgets(budgets: dict[str, Any]) -> dict[str, float]:
@@ -86,25 +99,25 @@ def parse_budget_overrides(items: list[str], budgets: dict[str, Any]) -> dict[st
                             "number >= 0, e.g. peak_rss_mb=700 or wer.pt=0.2")
         metric, _, lang = key.partition(".")
         if metric in BUDGET_PER_LANGUAGE and lang in LANGUAGES:
-            if value > 1:
+            if value > 1 and _is_fraction(metric):
                 raise UserError(f"--budget {item!r}: {metric} is a fraction (0.2 = 20 %)")
             merged.setdefault(metric, {})[lang] = value
         elif metric in BUDGET_SCALARS and not lang:
             merged[metric] = value
         else:
-            allowed = ", ".join(BUDGET_SCALARS) + ", wer.LANG, cer.LANG"
+            allowed = ", ".join([*BUDGET_SCALARS, *(f"{name}.LANG" for name in BUDGET_PER_LANGUAGE)])
             raise UserError(f"--budget {item!r}: unknown budget {key!r}; allowed: {allowed}")
     return merged
 
 
 def violations(row: dict[str, Any], budgets: dict[str, Any], rows: list[dict[str, Any]] = ()) -> list[Violation]:
     """Budgets an `ok` row breaks (`rows`: the whole run, for comparisons between configurations)."""
-    m = row["metrics"]
     found = []
     for budget, limit in flatten_budgets({k: v for k, v in budgets.items() if k != BUDGET_WER_INCREASE}).items():
-        metric, _, lang = budget.partition(".")
-        value = m.get("languages", {}).get(lang, {}).get(metric) if lang else m.get(metric)
-        if value is None or value > limit:
+        name, _, lang = budget.partition(".")
+        metric = registry.BY_NAME[name]
+        value = metric.value(row, lang or None)
+        if value is None or (value > limit if metric.lower_is_better else value < limit):
             found.append(Violation(budget, limit, value))
     if BUDGET_WER_INCREASE in budgets:
         spec = budgets[BUDGET_WER_INCREASE]
@@ -139,14 +152,21 @@ def wer_increase(row: dict[str, Any], rows: list[dict[str, Any]], quantization: 
     return out
 
 
-def _mean_wer(row: dict[str, Any]) -> float:
-    wers = [s["wer"] for s in row["metrics"].get("languages", {}).values() if s.get("wer") is not None]
-    return sum(wers) / len(wers) if wers else math.inf
+def _rank_value(metric: registry.Metric, row: dict[str, Any]) -> float:
+    """A ranked metric of a row, lower = better (per language: the mean over the row's languages)."""
+    if metric.per_language:
+        values = [v for lang in row["metrics"].get("languages", {}) if (v := metric.value(row, lang)) is not None]
+        value = sum(values) / len(values) if values else None
+    else:
+        value = metric.value(row)
+    if value is None:
+        return math.inf
+    return value if metric.lower_is_better else -value
 
 
-def rank_key(row: dict[str, Any]) -> tuple[float, float, float]:
-    m = row["metrics"]
-    return (m.get("peak_rss_mb") or math.inf, m.get("latency_p95_s") or math.inf, _mean_wer(row))
+def rank_key(row: dict[str, Any]) -> tuple[float, ...]:
+    """The order among qualifying configurations (harness.metrics `rank`): peak RSS, p95 latency, mean WER."""
+    return tuple(_rank_value(m, row) for m in registry.ranked())
 
 
 def recommend(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, Any]:
@@ -154,12 +174,13 @@ def recommend(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, 
     considered = [r for r in rows if not r.get("profiler")]
     ok = [r for r in considered if r["status"] == "ok"]
     broken = {r["run_id"]: violations(r, budgets, considered) for r in ok}
-    feasible = sorted((r for r in ok if not broken[r["run_id"]]), key=rank_key)
+    keys = {r["run_id"]: rank_key(r) for r in ok}
+    feasible = sorted((r for r in ok if not broken[r["run_id"]]), key=lambda r: keys[r["run_id"]])
     chosen = None
     if feasible:
-        tie_limit = feasible[0]["metrics"]["peak_rss_mb"] * (1 + RSS_TIE_FRACTION)
-        tied = [r for r in feasible if r["metrics"]["peak_rss_mb"] <= tie_limit]
-        chosen = min(tied, key=lambda r: rank_key(r)[1:])
+        tie_limit = keys[feasible[0]["run_id"]][0] * (1 + RSS_TIE_FRACTION)
+        tied = [r for r in feasible if keys[r["run_id"]][0] <= tie_limit]
+        chosen = min(tied, key=lambda r: keys[r["run_id"]][1:])
         feasible.remove(chosen)
         feasible.insert(0, chosen)
     verdicts = []
@@ -177,7 +198,7 @@ def recommend(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, 
         else:
             assert chosen is not None
             verdicts.append({"run_id": r["run_id"], "status": "ok", "violations": [],
-                             "why": _why_not_chosen(r, chosen)})
+                             "why": _why_not_chosen(keys[r["run_id"]], keys[chosen["run_id"]])})
     result: dict[str, Any] = {
         "budgets": budgets,
         "recommended": None if chosen is None else _summary(chosen),
@@ -190,22 +211,37 @@ def recommend(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, 
     return result
 
 
-def _why_not_chosen(row: dict[str, Any], chosen: dict[str, Any]) -> str:
-    a, b = rank_key(row), rank_key(chosen)
+def _pair(metric: registry.Metric, a: float, b: float, extra_digits: int = 0) -> str:
+    """"650.0 vs 350.0 MiB", "1.60 vs 1.40 s", "6.0% vs 4.0%"."""
+    if not metric.lower_is_better:
+        a, b = -a, -b
+    if metric.unit == "fraction":
+        return f"{a:.{metric.digits + extra_digits}%} vs {b:.{metric.digits + extra_digits}%}"
+    d = metric.digits + extra_digits
+    return f"{a:.{d}f} vs {b:.{d}f}" + (f" {metric.unit}" if metric.unit else "")
+
+
+def _why_not_chosen(a: tuple[float, ...], b: tuple[float, ...]) -> str:
+    """Why a configuration that meets every budget (rank key `a`) lost to the chosen one (`b`)."""
+    first, *rest = registry.ranked()
     if a[0] > b[0] * (1 + RSS_TIE_FRACTION):
-        return f"meets every budget but needs {a[0] - b[0]:.1f} MiB more peak RSS ({a[0]:.1f} vs {b[0]:.1f} MiB)"
-    same = f"peak RSS within {RSS_TIE_FRACTION:.0%} ({a[0]:.1f} vs {b[0]:.1f} MiB)"
-    if a[1] > b[1]:
-        return f"meets every budget; {same}, slower p95 latency ({a[1]:.2f} vs {b[1]:.2f} s)"
-    return f"meets every budget; {same} and p95 latency, higher WER ({a[2]:.1%} vs {b[2]:.1%})"
+        more = a[0] - b[0]
+        return (f"meets every budget but needs {first.text(more, first.digits + 1)} more {first.noun} "
+                f"({_pair(first, a[0], b[0], 1)})")
+    same = f"{first.noun} within {RSS_TIE_FRACTION:.0%} ({_pair(first, a[0], b[0], 1)})"
+    for i, metric in enumerate(rest, start=1):
+        if a[i] > b[i] or i == len(rest):
+            worse = "slower" if metric.unit == "s" else "higher" if metric.lower_is_better else "lower"
+            tied = "".join(f" and {m.noun}" for m in rest[:i - 1])
+            return f"meets every budget; {same}{tied}, {worse} {metric.noun} ({_pair(metric, a[i], b[i])})"
+    return f"meets every budget; {same}"
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    m = row["metrics"]
+    """The recommended configuration: its settings, every run-level budget metric, its languages."""
     return {"run_id": row["run_id"], "config": row["config"],
-            "metrics": {k: m.get(k) for k in ("peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s",
-                                              "latency_p50_s", "latency_p95_s", "rtf")},
-            "languages": m.get("languages", {})}
+            "metrics": {m.name: m.value(row) for m in registry.budgetable(per_language=False)},
+            "languages": row["metrics"].get("languages", {})}
 
 
 def _closest(ok: list[dict[str, Any]], broken: dict[str, list[Violation]]) -> dict[str, Any] | None:

@@ -1,12 +1,19 @@
-"""Speech data: manifests (JSONL) -> validated `Sample`s, and the bundled synthetic default set.
+"""Speech data: manifests -> validated `Sample`s, and the bundled synthetic default set.
 
-A manifest has one JSON object per line: `id`, `lang`, `audio` (path relative to the manifest's
-folder), `text` (the reference transcript), optionally `duration_s`, `sha256`, `synthetic`,
-`generator`, `source`.
+A manifest is one of
+- the harness's own JSONL: `id`, `lang`, `audio` (a path relative to the manifest's folder, or
+  absolute), `text` (the reference transcript), optionally `duration_s`, `sha256`, `synthetic`,
+  `generator`, `source`;
+- a NeMo manifest (JSONL): `audio_filepath`, `text`, optionally `duration`, `lang`/`language`;
+- Hugging Face audiofolder metadata (`metadata.csv` or `metadata.jsonl`): `file_name` and a
+  transcript column (`text`, `transcript`, `transcription`, `sentence`), optionally `lang`/`language`.
+A JSONL file's style is that of its first line. Lines without a language take `--lang`; lines without
+an id (NeMo, audiofolder) are named after their audio file.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -15,8 +22,9 @@ import shutil
 import subprocess
 import sys
 import wave
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,7 +42,17 @@ DEFAULT_LENGTHS = "default-lengths"  # English of about 30 s, 2, 5 and 10 minute
 DEFAULT_SETS = {DEFAULT: "manifest.jsonl", DEFAULT_LONG: "long-form.jsonl", DEFAULT_LENGTHS: "lengths.jsonl"}
 LENGTHS_S = {"30s": 30, "2min": 120, "5min": 300, "10min": 600}
 LONG_FORM_PAUSE_S = 0.6
-REQUIRED_FIELDS = ("id", "lang", "audio", "text")
+REQUIRED_FIELDS = ("id", "lang", "audio", "text")  # a harness manifest's line (lang may come from --lang)
+# The field naming the audio tells a line's style: the harness's own manifest, NeMo's, Hugging Face audiofolder metadata.
+STYLE_OF_AUDIO_FIELD = {"audio": "harness", "audio_filepath": "nemo", "file_name": "audiofolder"}
+AUDIO_FIELD_OF_STYLE = {style: field for field, style in STYLE_OF_AUDIO_FIELD.items()}
+STYLES = {"harness": "a harness manifest line (audio)", "nemo": "a NeMo manifest line (audio_filepath)",
+          "audiofolder": "a line of audiofolder metadata (file_name)"}
+TRANSCRIPT_COLUMNS = ("text", "transcript", "transcription", "sentence")  # audiofolder metadata, generic imports
+LANGUAGE_FIELDS = ("lang", "language")
+MANIFEST = "manifest.jsonl"
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")  # Hugging Face audiofolder
+FOLDER_FILES = (MANIFEST, *METADATA_FILES)  # named after their folder
 SAMPLE_RATE = 16000  # what Whisper takes; the worker converts everything else
 
 
@@ -55,51 +73,183 @@ class Sample:
                 "dataset": self.dataset, "synthetic": self.synthetic}
 
 
-def load_manifest(path: str | os.PathLike[str], name: str | None = None) -> list[Sample]:
-    """Parse and check a manifest; every error names the manifest, the line and the field."""
-    path = Path(path)
-    name = name or (path.parent.name if path.name == "manifest.jsonl" else path.stem)
+def load_manifest(path: str | os.PathLike[str], name: str | None = None, lang: str | None = None,
+                  notes: list[str] | None = None) -> list[Sample]:
+    """Parse and check a manifest; every error names the manifest, the line and the field. `lang` is
+    the Whisper language of lines that give none; notes for the user (language codes read as
+    Whisper's) are appended to `notes`."""
+    return _read_manifest(Path(path), name, lang, notes if notes is not None else [])[0]
+
+
+def _read_manifest(path: Path, name: str | None, lang: str | None, notes: list[str]) -> tuple[list[Sample], int]:
+    """The samples of a harness manifest, a NeMo manifest or audiofolder metadata (the style is that of
+    the first line; .csv is audiofolder metadata), and how many lines took their language from `lang`."""
+    name = name or (path.parent.name if path.name in FOLDER_FILES else path.stem)
     root = path.parent.resolve()
+    csv_file = path.suffix.lower() == ".csv"
+    rows = _csv_rows(path, root) if csv_file else _jsonl_rows(path)
+    style, first = ("audiofolder", 1) if csv_file else (None, 0)
     samples: list[Sample] = []
-    seen: dict[str, int] = {}
-    for number, line in text_lines(path):
+    seen: dict[str, int] = {}  # id -> line
+    derived: dict[int, tuple[str, str, int]] = {}  # index in samples -> (audio field, path as written, line)
+    mapped: dict[str, str] = {}  # language code as written -> Whisper's
+    given_lang = 0
+    for number, entry in rows:
         where = f"{path}:{number}"
-        if not line.strip():
-            continue
-        entry = json_object(line, where)
-        for key in REQUIRED_FIELDS:
-            if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise UserError(f"{where}: field '{key}': missing or empty (got {entry.get(key)!r}); "
-                                f"every line needs non-empty strings {', '.join(REQUIRED_FIELDS)}")
-        _check_optional_fields(entry, where)
-        if entry["lang"] not in LANGUAGES:
-            raise UserError(f"{where}: field 'lang': unknown language code {entry['lang']!r}; "
-                            "expected a Whisper language code such as en, pt")
-        if entry["id"] in seen:
-            raise UserError(f"{where}: field 'id': duplicate id {entry['id']!r} (first on line {seen[entry['id']]})")
-        seen[entry["id"]] = number
-        audio = (root / entry["audio"]).resolve()
-        if not audio.is_relative_to(root):
-            raise UserError(f"{where}: field 'audio': {entry['audio']!r} escapes the manifest's folder {root}")
-        if not audio.is_file():
-            raise UserError(f"{where}: field 'audio': file not found: {audio}")
-        if audio.stat().st_size == 0:
-            raise UserError(f"{where}: field 'audio': file is empty: {audio}")
+        line_style = next((s for field, s in STYLE_OF_AUDIO_FIELD.items() if field in entry), None)
+        if style is None:
+            style, first = line_style or "harness", number
+        elif line_style is not None and AUDIO_FIELD_OF_STYLE[style] not in entry:
+            raise UserError(f"{where}: {STYLES[line_style]}, but line {first} is {STYLES[style]}; "
+                            "write one style per file")
+        sample_id, audio_field, text_field, duration_field = _fields(entry, style, where)
+        code, from_option = _language(entry, lang, where, mapped)
+        given_lang += from_option
+        if sample_id is not None:
+            if sample_id in seen:
+                raise UserError(f"{where}: field 'id': duplicate id {sample_id!r} (first on line {seen[sample_id]})")
+            seen[sample_id] = number
+        audio = _audio_file(entry[audio_field], root, where, audio_field)
         try:
             info = probe_audio(audio)
         except UndecodableAudio as exc:
-            raise UserError(f"{where}: field 'audio': cannot decode {audio}: {exc}") from None
-        duration = entry.get("duration_s")
+            raise UserError(f"{where}: field '{audio_field}': cannot decode {audio}: {exc}") from None
+        duration = entry.get(duration_field) if duration_field else None
+        if sample_id is None:
+            derived[len(samples)] = (audio_field, entry[audio_field], number)
         samples.append(Sample(
-            id=entry["id"], lang=entry["lang"], audio=str(audio), text=entry["text"],
+            id=sample_id or "", lang=code, audio=str(audio), text=entry[text_field],
             dataset=name,
-            synthetic=entry.get("synthetic") is True,
+            synthetic=style == "harness" and entry.get("synthetic") is True,
             duration_s=float(duration) if duration is not None else info.duration_s,
             channels=info.channels, sample_rate=info.sample_rate,
         ))
     if not samples:
         raise UserError(f"{path}: the manifest has no samples")
-    return samples
+    _derive_ids(samples, derived, seen, path)
+    if mapped:
+        notes.append(f"{path}: language code(s) {', '.join(f'{k!r} read as {v!r}' for k, v in mapped.items())} "
+                     "(Whisper has one code per language, without a region)")
+    return samples, given_lang
+
+
+def _fields(entry: dict[str, Any], style: str, where: str) -> tuple[str | None, str, str, str | None]:
+    """Check a line's own fields for its style: (id or None to derive one, audio field, transcript
+    field, duration field or None)."""
+    def required(fields: tuple[str, ...], every: str) -> None:
+        for key in fields:
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise UserError(f"{where}: field '{key}': missing or empty (got {entry.get(key)!r}); {every}")
+
+    if style == "harness":
+        required(("id", "audio", "text"), f"every line needs non-empty strings {', '.join(REQUIRED_FIELDS)}")
+        _check_optional_fields(entry, where)
+        return entry["id"], "audio", "text", "duration_s"
+    if style == "nemo":
+        required(("audio_filepath", "text"), "every line of a NeMo manifest needs non-empty strings audio_filepath, text")
+        _check_duration(entry, "duration", where)
+        offset = entry.get("offset")
+        if offset is not None and offset != 0:
+            raise UserError(f"{where}: field 'offset': got {json.dumps(offset, ensure_ascii=False)}; the harness transcribes "
+                            "whole files, not segments: cut the segment into a file of its own (or write offset 0)")
+        return None, "audio_filepath", "text", "duration"
+    text_field = next((k for k in TRANSCRIPT_COLUMNS if k in entry), None)
+    if text_field is None:
+        raise UserError(f"{where}: no transcript: expected a column {' | '.join(TRANSCRIPT_COLUMNS)}; "
+                        f"got {', '.join(entry) or 'none'}")
+    required(("file_name", text_field), f"every row of audiofolder metadata needs a file_name and a transcript ({text_field})")
+    sample_id = entry.get("id")
+    if isinstance(sample_id, int) and not isinstance(sample_id, bool):
+        sample_id = str(sample_id)
+    elif sample_id is not None and not isinstance(sample_id, str):
+        raise UserError(f"{where}: field 'id': expected a string, got {json.dumps(sample_id, ensure_ascii=False)}")
+    return (sample_id if sample_id and sample_id.strip() else None), "file_name", text_field, None
+
+
+def _language(entry: dict[str, Any], lang: str | None, where: str, mapped: dict[str, str]) -> tuple[str, bool]:
+    """The Whisper language of a line: its `lang` (or `language`) field, else `lang` (--lang); and
+    whether it came from `lang`."""
+    field = next((k for k in LANGUAGE_FIELDS if entry.get(k) not in (None, "")), None)
+    if field is None:
+        if lang is None:
+            written = entry.get("lang", entry.get("language"))
+            raise UserError(f"{where}: field 'lang': missing or empty (got {written!r}); the line names no language: "
+                            "pass --lang LANG (e.g. --lang pt) for lines without one, or add a \"lang\" field")
+        return lang, True
+    value = entry[field]
+    if not isinstance(value, str):
+        raise UserError(f"{where}: field '{field}': expected a language code such as en, pt, "
+                        f"got {json.dumps(value, ensure_ascii=False)}")
+    code = whisper_language(value)
+    if code is None:
+        raise UserError(f"{where}: field '{field}': unknown language code {value!r}; "
+                        "expected a Whisper language code such as en, pt")
+    if code != value:
+        mapped.setdefault(value, code)
+    return code, False
+
+
+def whisper_language(code: str) -> str | None:
+    """Whisper's code for a language tag: the code itself, else its language part (pt-BR, pt_br,
+    PT -> pt; en-US -> en); None when Whisper does not know the language."""
+    if code in LANGUAGES:
+        return code
+    tag = code.lower().replace("_", "-")
+    for candidate in (tag, tag.split("-", 1)[0]):
+        if candidate in LANGUAGES:
+            return candidate
+    return None
+
+
+def _audio_file(written: str, root: Path, where: str, field: str) -> Path:
+    """The audio a line names: an absolute path, or one relative to the manifest's folder that stays
+    inside it; the file must exist, hold bytes (decoding is checked by the caller)."""
+    if not Path(written).is_absolute() and Path(os.path.normpath(written)).parts[:1] == ("..",):
+        raise UserError(f"{where}: field '{field}': {written!r} escapes the manifest's folder {root}; write an absolute "
+                        f"path (\"{os.path.normpath(root / written)}\") to use audio outside the folder")
+    audio = (root / written).resolve()  # an absolute path stays as written (root / "/a" is "/a")
+    if not audio.is_file():
+        raise UserError(f"{where}: field '{field}': file not found: {audio}")
+    if audio.stat().st_size == 0:
+        raise UserError(f"{where}: field '{field}': file is empty: {audio}")
+    return audio
+
+
+def _derive_ids(samples: list[Sample], derived: dict[int, tuple[str, str, int]], seen: dict[str, int],
+                path: Path) -> None:
+    """Ids for lines without one (NeMo, audiofolder): the audio file's name without its suffix, plus a
+    short hash of the path as written when two files of the manifest share that name (all of them, so
+    that an id does not depend on the order of the lines)."""
+    stems = [Path(written).stem for _, written, _ in derived.values()]
+    counts = Counter(stems)
+    for (i, (field, written, number)), stem in zip(derived.items(), stems, strict=True):
+        sample_id = stem if counts[stem] == 1 else f"{stem}-{hashlib.sha256(written.encode()).hexdigest()[:8]}"
+        if sample_id in seen:
+            raise UserError(f"{path}:{number}: field '{field}': {written!r} names the sample {sample_id!r} (after its "
+                            f"file), as line {seen[sample_id]} does (the same audio twice?); give each line its own file")
+        seen[sample_id] = number
+        samples[i] = replace(samples[i], id=sample_id)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in text_lines(path):
+        if line.strip():
+            yield number, json_object(line, f"{path}:{number}")
+
+
+def _csv_rows(path: Path, root: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of audiofolder metadata.csv (header names stripped and lower-cased), by line number."""
+    reader = csv.DictReader(line for _, line in text_lines(path))
+    try:
+        columns = [c.strip().lower() for c in reader.fieldnames or []]
+        if columns and ("file_name" not in columns or not any(k in columns for k in TRANSCRIPT_COLUMNS)):
+            raise UserError(f"{path}:1: audiofolder metadata needs a file_name column (the audio, relative to {root}) "
+                            f"and a transcript column ({' | '.join(TRANSCRIPT_COLUMNS)}); got {', '.join(columns)} "
+                            f"(another table of audio and transcripts: `harness datasets import generic {path} --lang L --out DIR`)")
+        for row in reader:
+            yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if k is not None}
+    except csv.Error as exc:
+        raise UserError(f"{path}:{reader.reader.line_num}: not a readable CSV ({exc})") from None
 
 
 def _check_optional_fields(entry: dict[str, Any], where: str) -> None:
@@ -111,17 +261,22 @@ def _check_optional_fields(entry: dict[str, Any], where: str) -> None:
 
     if entry.get("synthetic") is not None and not isinstance(entry["synthetic"], bool):
         raise bad("synthetic", "true or false (a JSON boolean)")
-    duration = entry.get("duration_s")
-    # the comparison is false for NaN, for Infinity and for integers too large for a float
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not 0 <= duration <= sys.float_info.max):
-        raise bad("duration_s", "a finite number of seconds >= 0")
+    _check_duration(entry, "duration_s", where)
     sha256 = entry.get("sha256")
     if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
         raise bad("sha256", "64 hexadecimal digits")
     for field in ("generator", "source"):
         if entry.get(field) is not None and not isinstance(entry[field], str):
             raise bad(field, "a string")
+
+
+def _check_duration(entry: dict[str, Any], field: str, where: str) -> None:
+    duration = entry.get(field)
+    # the comparison is false for NaN, for Infinity and for integers too large for a float
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not 0 <= duration <= sys.float_info.max):
+        raise UserError(f"{where}: field '{field}': expected a finite number of seconds >= 0, "
+                        f"got {json.dumps(duration, ensure_ascii=False)}")
 
 
 def text_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -202,10 +357,21 @@ def conversion_note(samples: list[Sample]) -> str | None:
 
 
 def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = None,
-                  origin: str = "dataset") -> list[Sample]:
-    """'default', 'default-long', 'default-lengths' or manifest paths (relative to the working directory, else to `base_dir`).
-    `origin` names where the list came from in errors, e.g. "s.yaml: field 'datasets'"."""
+                  origin: str = "dataset", lang: str | None = None, notes: list[str] | None = None) -> list[Sample]:
+    """'default', 'default-long', 'default-lengths' or paths of manifests, or of folders holding one
+    (manifest.jsonl, else audiofolder metadata.jsonl or metadata.csv), relative to the working directory,
+    else to `base_dir`. `origin` names where the list came from in errors, e.g. "s.yaml: field 'datasets'".
+    `lang` (--lang) is the language of lines that name none; notes for the user go to `notes`."""
+    notes = notes if notes is not None else []
+    if lang is not None:
+        code = whisper_language(lang)
+        if code is None:
+            raise UserError(f"--lang: unknown language code {lang!r}; expected a Whisper language code such as en, pt")
+        if code != lang:
+            notes.append(f"--lang {lang!r} read as {code!r} (Whisper has one code per language, without a region)")
+        lang = code
     samples: list[Sample] = []
+    given_lang = 0
     for i, name in enumerate(names):
         if name in DEFAULT_SETS:
             samples += load_manifest(build_default() / DEFAULT_SETS[name], name=name)
@@ -213,17 +379,37 @@ def load_datasets(names: list[str] | tuple[str, ...], base_dir: Path | None = No
         tried = [Path(name).expanduser()]
         if base_dir is not None and not tried[0].is_absolute():
             tried.append(base_dir / tried[0])
-        tried = [p / "manifest.jsonl" if p.is_dir() else p for p in tried]
-        found = next((p for p in tried if p.is_file()), None)
+        found = next((m for m in (_manifest_of(p, f"{origin}[{i}]") for p in tried) if m is not None), None)
         if found is None:
-            raise UserError(f"{origin}[{i}]: manifest not found: {name!r} (looked for "
-                            f"{' and '.join(str(p) for p in tried)}); give {', '.join(repr(n) for n in DEFAULT_SETS)} or the path of a manifest .jsonl")
-        samples += load_manifest(found)
+            looked = [f"{p}/{{{','.join(FOLDER_FILES)}}}" if p.is_dir() else str(p) for p in tried]
+            raise UserError(f"{origin}[{i}]: manifest not found: {name!r} (looked for {' and '.join(looked)}); give "
+                            f"{', '.join(repr(n) for n in DEFAULT_SETS)}, the path of a manifest .jsonl (the harness's "
+                            "or NeMo's), or of a folder holding one or Hugging Face audiofolder metadata.csv/.jsonl")
+        loaded, given = _read_manifest(found, None, lang, notes)
+        samples += loaded
+        given_lang += given
+    if lang is not None and not given_lang:
+        notes.append(f"--lang {lang}: not used, every line of the datasets names its language (the scenario's "
+                     "`languages` chooses which languages run)")
     ids = [s.id for s in samples]
     if len(ids) != len(set(ids)):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"sample id {dup!r} appears in more than one dataset; ids must be unique across a scenario's datasets")
     return samples
+
+
+def _manifest_of(path: Path, where: str) -> Path | None:
+    """The manifest a --dataset path names: the file, or the folder's manifest.jsonl, else its
+    audiofolder metadata (one of metadata.jsonl and metadata.csv); None if there is none."""
+    if not path.is_dir():
+        return path if path.is_file() else None
+    if (path / MANIFEST).is_file():
+        return path / MANIFEST
+    metadata = [path / m for m in METADATA_FILES if (path / m).is_file()]
+    if len(metadata) > 1:
+        raise UserError(f"{where}: {path} holds both {' and '.join(METADATA_FILES)}; give the one to use "
+                        f"({metadata[0]})")
+    return metadata[0] if metadata else None
 
 
 def select(samples: list[Sample], languages: tuple[str, ...] | None, per_language: int | None) -> list[Sample]:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.catalog import LANGUAGES
-from harness.data.datasets import UndecodableAudio, json_object, probe_audio, text_lines
+from harness.data.datasets import TRANSCRIPT_COLUMNS, UndecodableAudio, json_object, probe_audio, text_lines
 from harness.errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac")
 GENERIC_AUDIO_COLUMNS = ("audio", "path", "file", "file_name", "filename", "audio_path")
-GENERIC_TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence")
+GENERIC_TEXT_COLUMNS = TRANSCRIPT_COLUMNS  # the same as a run reads from audiofolder metadata
 MAX_SKIPS_NAMED = 5
 MAX_NAME = 80  # characters of an id kept in its audio file's name
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from harness import backends
 from harness.contract import Job, Status, WorkerJob, machine_class
-from harness.measure import environment, profiling, record
-from harness.measure.runner import run_child, signals_held
-from harness.plan.scenario import RunSpec, available_cpus, parse_cpu_list
+from harness.measure import environment, memcap, page_cache, profiling, record
+from harness.measure.runner import CgroupUnavailable, run_child, signals_held
+from harness.plan.scenario import RunSpec, available_cpus, cpu_millis, parse_cpu_list
 from harness.weights import models
 
 LOGS_DIR = "logs"
@@ -68,6 +68,11 @@ def run_job(job: Job, work_dir: Path, on_row: Callable[[dict[str, Any]], None], 
     except models.ModelUnavailable as exc:
         on_row(record.not_run_row(job, Status.ERROR, str(exc), provenance))
         return
+    millis = cpu_millis(spec.cpu_limit)
+    if millis is not None and memcap.find_controller("cpu") is None:
+        on_row(record.not_run_row(job, Status.SKIPPED, f"cpu_limit {spec.cpu_limit} cannot be enforced here: it needs "
+                                                       f"{memcap.cgroup_requirement()}", provenance))
+        return
     cpus = requested_cpus(spec)
     worker_job = WorkerJob(spec=job.spec, model_path=str(model.path), cpus=cpus,
                            samples=[{"id": s.id, "lang": s.lang, "audio": s.audio} for s in samples],
@@ -77,8 +82,16 @@ def run_job(job: Job, work_dir: Path, on_row: Callable[[dict[str, Any]], None], 
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         command = profiling.worker_command(job.profiler, folder, spec.backend)
-    outcome = run_child(worker_job, work_dir / LOGS_DIR / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s,
-                        job.memory_budget_mb, command)
+    eviction = None
+    if spec.page_cache == "cold":  # as in a freshly started pod: the worker reads its files from disk
+        eviction = page_cache.evict_for_worker(model.path, [s.audio for s in samples])
+    try:
+        outcome = run_child(worker_job, work_dir / LOGS_DIR / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s,
+                            job.memory_budget_mb, command, millis)
+    except CgroupUnavailable as exc:
+        on_row(record.not_run_row(job, Status.ERROR, str(exc), provenance))
+        return
+    outcome.page_cache_eviction = None if eviction is None else eviction.to_json()
     profile = None
     if job.profiler is not None:  # not a measurement: an interrupt meanwhile may lose it
         files, summary = profiling.artifacts(job.profiler, folder, outcome.result)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import backends
+from harness.catalog import PROFILERS  # noqa: F401 - the profilers this module runs
 
-PROFILERS = ("memray", "scalene")
 TOP_SITES = 10
 MEMRAY_CAPTURE = "memray.bin"
 PROFILES_DIR = "profiles"  # in the run directory; one folder per profiled run

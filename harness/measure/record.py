@@ -63,10 +63,16 @@ def build_row(job: Job, outcome: ChildOutcome, provenance: Provenance,
     config["compute_type_effective"] = effective.get("compute_type")
     config["backend_effective"] = {k: v for k, v in effective.items() if k not in ("cpus", "threads", "compute_type")} or None
     config["memory_cap_mode"] = outcome.cap_mode
+    if outcome.cpu_quota is not None:
+        config["cpu_quota"] = outcome.cpu_quota  # as the kernel holds it
     measured: dict[str, Any] = {"peak_rss_mb": _round(outcome.ru_maxrss_mb, 1),
-                                "peak_rss_source": "ru_maxrss (os.wait4, kernel high-water mark)"}
+                                "peak_rss_source": "ru_maxrss (os.wait4, kernel high-water mark)",
+                                **_kubernetes_figures(outcome)}
     rows: list[dict[str, Any]] = []
-    row_warnings: list[str] = []
+    row_warnings: list[str] = list(outcome.notes)
+    if outcome.cpu_quota is not None and spec.threads > outcome.cpu_quota["cores"]:
+        row_warnings.append(f"{spec.threads} threads under cpu_limit {spec.cpu_limit} ({outcome.cpu_quota['cores']:g} "
+                            "cores of CFS quota): more threads than the quota lets run at once; expect throttling")
     skipped_languages = dict(skipped_languages or {})
     if result is not None:
         by_id = {s.id: s for s in job.samples}
@@ -85,12 +91,47 @@ def build_row(job: Job, outcome: ChildOutcome, provenance: Provenance,
         status = Status.SKIPPED
         reason = "; ".join(f"{lang}: {why}" for lang, why in skipped_languages.items())
     extra = {"budget_verdict": outcome.budget_verdict} if outcome.budget_verdict else {}
+    if outcome.oom_verdict:
+        extra["oom_verdict"] = outcome.oom_verdict
     measured["run_seconds"] = _round(outcome.wall_s, 2)
     measured["cpu_steal_fraction"] = _round(outcome.cpu_steal_fraction)
     measured["foreign_cpu_fraction"] = _round(outcome.foreign_cpu_fraction)
     return _row(spec, status, reason, config, measured, rows, job, provenance, **extra,
                 skipped_languages=skipped_languages, warnings=row_warnings,
                 timeline=_timeline(outcome, (outcome.result or {}).get("phases", {})))
+
+
+def with_fit(measured: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
+    """The row that supersedes a measured row once its memory limit was fitted (harness.measure.fit):
+    the same measurement plus `metrics.fit`, validated as a new row (the measured one is never changed;
+    readers take the later row of a run id in its place)."""
+    row = Row.model_validate({**measured, "metrics": {**measured["metrics"], "fit": fit}})
+    return row.to_json()
+
+
+def _kubernetes_figures(outcome: ChildOutcome) -> dict[str, Any]:
+    """The memory figures a pod is judged by (MiB), the CPU throttling the kernel reported, and what
+    the cold page cache cost: only those this node could observe."""
+    figures: dict[str, Any] = {"peak_anon_mb": _round(outcome.peak_anon_mb, 1)}
+    if outcome.cgroup_mode is not None:
+        figures.update(cgroup_peak_mb=_round(outcome.cgroup_peak_mb, 1),
+                       working_set_peak_mb=_round(outcome.working_set_peak_mb, 1),
+                       page_cache_refault_mb=_round(outcome.refault_mb, 1), cgroup_source=outcome.cgroup_mode)
+        phases = (outcome.result or {}).get("phases", {})
+        if outcome.refault_mb is not None and "measure_start" in phases and "done" in phases:
+            figures["page_cache_refault_timed_mb"] = _round(
+                (_refaulted_by(outcome.refault_timeline, phases["done"])
+                 - _refaulted_by(outcome.refault_timeline, phases["measure_start"])) / (1 << 20), 1)
+    if outcome.cpu_throttling is not None:
+        figures["cpu_throttling"] = outcome.cpu_throttling
+    if outcome.page_cache_eviction is not None:
+        figures["page_cache_evicted"] = outcome.page_cache_eviction
+    return figures
+
+
+def _refaulted_by(timeline: list[tuple[float, int]], t: float) -> int:
+    """Bytes of page cache refaulted up to monotonic time `t` (sampled every 20 ms)."""
+    return max((b for when, b in timeline if when <= t), default=0)
 
 
 def _measure(result: dict[str, Any], by_id: dict[str, SampleRef], scoring: dict[str, metrics.Normalization],

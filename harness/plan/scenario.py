@@ -21,12 +21,13 @@ from typing import Any
 import yaml
 
 from harness import backends
+from harness import metrics as metric_registry
 from harness.analyze.scoring import NORMALIZERS, NUMBER_MODES, Normalization, default_normalization, num2words_locale
 from harness.catalog import CHUNKING_MODES, CHUNKING_SETTINGS, LANGUAGES, WHISPER_MODELS, chunking_label
 from harness.child.stream import BUFFERS
 from harness.errors import UserError, did_you_mean
 
-AXES = ("backend", "model", "quantization", "threads", "cpu_pinning", "chunking", "beam_size")
+AXES = ("backend", "model", "quantization", "threads", "cpu_pinning", "chunking", "beam_size", "cpu_limit")
 AXIS_DEFAULTS: dict[str, Any] = {
     "backend": backends.DEFAULT,
     "quantization": "int8",
@@ -34,15 +35,21 @@ AXIS_DEFAULTS: dict[str, Any] = {
     "cpu_pinning": "none",
     "chunking": {"mode": "whole"},
     "beam_size": 5,
+    "cpu_limit": "none",  # a CFS quota as Kubernetes writes it: "250m", "1", "1.5"; none = unlimited
 }
+# Axes that entered the matrix later: at their default they are left out of the run id and its hash,
+# so the run ids of scenarios written before them (resume, baselines) do not change.
+LATE_AXES = ("cpu_limit",)
+MIN_CPU_MILLIS = 10  # the kernel's smallest CFS quota: 1 ms per 100 ms period
+PAGE_CACHE_MODES = ("cold", "warm")
 TOP_LEVEL_KEYS = (
     "name", "description", "question", "datasets", "languages", "repeats", "warmup", "timeout_s",
     "memory_cap_mb", "matrix", "exclude", "include", "budgets", "decoding",
-    "max_samples_per_language", "normalization",
+    "max_samples_per_language", "normalization", "page_cache",
 )
-BUDGET_SCALARS = ("peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s",
-                  "latency_p50_s", "latency_p95_s", "rtf")
-BUDGET_PER_LANGUAGE = ("wer", "cer")
+# The metrics a budget may name (harness.metrics: `budget=True`): one limit each, or per language.
+BUDGET_SCALARS = tuple(m.name for m in metric_registry.budgetable(per_language=False))
+BUDGET_PER_LANGUAGE = tuple(m.name for m in metric_registry.budgetable(per_language=True))
 # {quantization: float32, max: 0.02}: WER may exceed that of the same configuration at the reference
 # quantization by at most `max` (a fraction: 0.02 = 2 points), in every language measured.
 BUDGET_WER_INCREASE = "wer_increase_vs"
@@ -74,6 +81,8 @@ class RunSpec:
     timeout_s: float
     repeats: int
     warmup: int
+    cpu_limit: str | None = None  # canonical Kubernetes quantity ("250m", "1", "1500m"); None: unlimited
+    page_cache: str = "cold"  # cold: the worker's files are evicted from the page cache first (a new pod)
 
     def config(self) -> dict[str, Any]:
         """The `config` object of a result row (before the runner adds what it observed)."""
@@ -82,6 +91,7 @@ class RunSpec:
             "threads": self.threads, "cpu_pinning": {"requested": self.cpu_pinning},
             "chunking": dict(self.chunking), "beam_size": self.beam_size,
             "decoding": dict(self.decoding), "memory_cap_mb": self.memory_cap_mb,
+            "cpu_limit": self.cpu_limit, "page_cache": self.page_cache,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -100,6 +110,7 @@ class Scenario:
     warmup: int = 1
     timeout_s: float = 900.0
     memory_cap_mb: float | None = None
+    page_cache: str = "cold"
     max_samples_per_language: int | None = None
     decoding: dict[str, Any] = field(default_factory=lambda: dict(DECODING_DEFAULTS))
     matrix: dict[str, tuple[Any, ...]] = field(default_factory=dict)
@@ -129,19 +140,21 @@ class Scenario:
         return list(specs.values())
 
     def _spec(self, combo: dict[str, Any]) -> RunSpec:
-        identity = {**combo, "decoding": self.decoding}
+        identity = {**{a: v for a, v in combo.items() if a not in LATE_AXES or v != AXIS_DEFAULTS[a]},
+                    "decoding": self.decoding}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
         chunk = chunking_label(combo["chunking"]).replace(" ", "-")
         pin = str(combo["cpu_pinning"]).replace(",", "_")
+        cpu_limit = None if combo["cpu_limit"] == "none" else combo["cpu_limit"]
         slug = (f"{combo['backend']}-{Path(combo['model']).name}-{combo['quantization']}"
-                f"-t{combo['threads']}-pin{pin}-{chunk}-b{combo['beam_size']}")
+                f"-t{combo['threads']}-pin{pin}-{chunk}-b{combo['beam_size']}" + (f"-cpu{cpu_limit}" if cpu_limit else ""))
         return RunSpec(
             run_id=f"{slug}-{digest}", scenario=self.name, backend=combo["backend"],
             model=combo["model"], quantization=combo["quantization"], threads=combo["threads"],
             cpu_pinning=str(combo["cpu_pinning"]), chunking=dict(combo["chunking"]),
             beam_size=combo["beam_size"], decoding=dict(self.decoding),
             memory_cap_mb=self.memory_cap_mb, timeout_s=self.timeout_s,
-            repeats=self.repeats, warmup=self.warmup,
+            repeats=self.repeats, warmup=self.warmup, cpu_limit=cpu_limit, page_cache=self.page_cache,
         )
 
 
@@ -299,6 +312,7 @@ def validate_scenario(raw: Any, path: Path, on_this_machine: bool = True) -> Sce
         warmup=c.integer(doc.get("warmup", 1), "warmup", 1),
         timeout_s=c.number(doc.get("timeout_s", 900), "timeout_s"),
         memory_cap_mb=None if doc.get("memory_cap_mb") is None else c.number(doc["memory_cap_mb"], "memory_cap_mb"),
+        page_cache=_validate_page_cache(c, doc.get("page_cache", "cold")),
         max_samples_per_language=None if doc.get("max_samples_per_language") is None
         else c.integer(doc["max_samples_per_language"], "max_samples_per_language", 1),
         decoding=decoding,
@@ -397,7 +411,47 @@ def _validate_axis_value(c: _Checker, axis: str, value: Any, where: str) -> Any:
         return _validate_chunking(c, value, where)
     if axis == "beam_size":
         return c.integer(value, where, 1)
+    if axis == "cpu_limit":
+        try:
+            millis = cpu_millis(value)
+        except ValueError:
+            raise c.fail(where, value, 'expected a CPU limit as Kubernetes writes it: millicores such as "250m", '
+                                       'cores such as "1" or "1.5", or none (unlimited)') from None
+        if millis is not None and millis < MIN_CPU_MILLIS:
+            raise c.fail(where, value, f"expected at least {MIN_CPU_MILLIS}m (the kernel's smallest CFS quota is "
+                                       "1 ms per 100 ms period)")
+        return "none" if millis is None else cpu_quantity(millis)
     raise AssertionError(axis)
+
+
+def cpu_millis(value: Any) -> int | None:
+    """A Kubernetes CPU quantity ("250m", "1", "1.5", 2, 0.5) -> millicores; none (or None) -> None.
+    ValueError for anything else, a fraction of a millicore included."""
+    if value is None or value == "none":
+        return None
+    if isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+)m\s*", value)):
+        millis = float(m.group(1))
+    elif isinstance(value, str) and re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*", value):
+        millis = float(value) * 1000
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        millis = float(value) * 1000
+    else:
+        raise ValueError(value)
+    if not math.isfinite(millis) or millis <= 0 or abs(millis - round(millis)) > 1e-6:
+        raise ValueError(value)
+    return int(round(millis))
+
+
+def cpu_quantity(millis: int) -> str:
+    """Millicores in Kubernetes' canonical form: 1000 -> "1", 1500 -> "1500m", 250 -> "250m"."""
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def _validate_page_cache(c: _Checker, value: Any) -> str:
+    if value not in PAGE_CACHE_MODES:
+        raise c.fail("page_cache", value, "expected cold (the worker's files are evicted from the page cache "
+                                          "first, as in a freshly started pod) or warm (left as previous runs left it)")
+    return str(value)
 
 
 def _validate_chunking(c: _Checker, value: Any, where: str) -> dict[str, Any]:
@@ -485,6 +539,16 @@ def _validate_normalization(c: _Checker, raw: Any) -> dict[str, Normalization]:
     return out
 
 
+def _budget_limit(c: _Checker, value: Any, where: str, name: str) -> float:
+    metric = metric_registry.BY_NAME[name]
+    if metric.unit != "fraction":
+        return c.number(value, where)
+    limit = c.number(value, where, positive=False)
+    if not 0 <= limit <= 1:
+        raise c.fail(where, limit, "expected a fraction between 0 and 1 (0.10 = 10 %)")
+    return limit
+
+
 def validate_budgets(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
     doc = c.mapping(raw, where, (*BUDGET_SCALARS, *BUDGET_PER_LANGUAGE, BUDGET_WER_INCREASE))
     budgets: dict[str, Any] = {}
@@ -500,10 +564,7 @@ def validate_budgets(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
             budgets[key] = {"quantization": spec["quantization"], "max": limit}
         elif key in BUDGET_PER_LANGUAGE:
             per_lang = c.mapping(value, f"{where}.{key}", tuple(sorted(LANGUAGES)))
-            budgets[key] = {lang: c.number(v, f"{where}.{key}.{lang}", positive=False) for lang, v in per_lang.items()}
-            for lang, v in budgets[key].items():
-                if not 0 <= v <= 1:
-                    raise c.fail(f"{where}.{key}.{lang}", v, "expected a fraction between 0 and 1 (0.10 = 10 %)")
+            budgets[key] = {lang: _budget_limit(c, v, f"{where}.{key}.{lang}", key) for lang, v in per_lang.items()}
         else:
-            budgets[key] = c.number(value, f"{where}.{key}")
+            budgets[key] = _budget_limit(c, value, f"{where}.{key}", key)
     return budgets

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness import backends
+from harness import metrics as registry
 from harness.analyze.recommend import violations
 from harness.plan.scenario import RunSpec
 
@@ -20,8 +21,9 @@ from harness.plan.scenario import RunSpec
 MODEL_RANK = {"tiny": 0, "base": 1, "small": 2, "distil-small": 2, "medium": 3, "distil-medium": 3,
               "turbo": 3.5, "large-v3-turbo": 3.5, "distil-large-v2": 3.5, "distil-large-v3": 3.5,
               "distil-large-v3.5": 3.5, "large": 4, "large-v1": 4, "large-v2": 4, "large-v3": 4}
-MEMORY_BUDGETS = ("peak_rss_mb",)
-SPEED_BUDGETS = ("latency_p95_s", "latency_p50_s", "rtf")
+# The budgets each assumption covers (harness.metrics `search`).
+MEMORY_BUDGETS = tuple(m.name for m in registry.searched(registry.SEARCH_MEMORY))
+SPEED_BUDGETS = tuple(m.name for m in registry.searched(registry.SEARCH_SPEED))
 
 
 def model_rank(model: str) -> float | None:
@@ -60,8 +62,8 @@ def _no_smaller(spec: RunSpec, row: dict[str, Any], same_quantization: bool) -> 
 def _broke(row: dict[str, Any], budget_names: tuple[str, ...], budgets: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
     if row["status"] == "over_budget":
         return row.get("budget_verdict", {}).get("budget") in budget_names
-    if row["status"] == "oom" and "peak_rss_mb" in budget_names and "peak_rss_mb" in budgets:
-        return True
+    if row["status"] == "oom" and any(name in budgets for name in budget_names if name in MEMORY_BUDGETS):
+        return True  # it needed more memory than the cap: more than any memory budget the cap allows
     if row["status"] != "ok":
         return False
     return any(v.budget in budget_names and v.value is not None for v in violations(row, budgets, rows))
@@ -70,15 +72,17 @@ def _broke(row: dict[str, Any], budget_names: tuple[str, ...], budgets: dict[str
 def cannot_win(spec: RunSpec, measured: list[dict[str, Any]], budgets: dict[str, Any],
                languages: set[str]) -> str | None:
     """Why `spec` cannot be the recommendation given the rows measured so far, or None."""
-    budgeted = {lang for metric in ("wer", "cer") for lang in budgets.get(metric, {})}
+    budgeted = {lang for m in registry.budgetable(per_language=True) for lang in budgets.get(m.name, {})}
     missing = sorted(lang for lang in budgeted & languages if lang != "en")
     if backends.info(spec.backend).english_only(spec.model) and missing:
         return (f"cannot win: {spec.model} is English-only and the budgets include "
                 f"{', '.join(missing)} (a budgeted language without data is not met)")
     for row in measured:
         if _no_smaller(spec, row, same_quantization=False):
-            if "peak_rss_mb" in budgets and _broke(row, MEMORY_BUDGETS, budgets, measured):
-                return f"cannot win: the smaller configuration {row['run_id']} already broke the peak_rss_mb budget"
+            memory = [name for name in MEMORY_BUDGETS if name in budgets]
+            if memory and _broke(row, tuple(memory), budgets, measured):
+                return (f"cannot win: the smaller configuration {row['run_id']} already broke the "
+                        f"{' or '.join(memory)} budget")
             if row["status"] == "ok" and not violations(row, budgets, measured):
                 return (f"cannot win: {row['run_id']} already meets every budget with no more memory "
                         f"({row['metrics']['peak_rss_mb']:.0f} MiB)")
@@ -88,5 +92,6 @@ def cannot_win(spec: RunSpec, measured: list[dict[str, Any]], budgets: dict[str,
 
 
 def stop_rules(budgets: dict[str, Any]) -> dict[str, float]:
-    """What the worker may stop a run for, as soon as the final figure is certain to break it."""
-    return {k: float(budgets[k]) for k in ("latency_p95_s", "rtf") if k in budgets}
+    """What the worker may stop a run for, as soon as the final figure is certain to break it (harness.metrics
+    `stop=WORKER`; a memory budget is watched by the runner's sampler instead, like the memory cap)."""
+    return {m.name: float(budgets[m.name]) for m in registry.stopped_by(registry.WORKER) if m.name in budgets}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness import metrics as registry
 from harness import store
 from harness.analyze import deploy
 from harness.analyze.recommend import flatten_budgets, parse_budget_overrides, recommend, wer_increase
@@ -32,10 +32,6 @@ def machine_line(env: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p) or "unknown machine"
 
 
-def _b64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
-
-
 def _verdicts(rows: list[dict[str, Any]], rec: dict[str, Any]) -> dict[str, str]:
     verdict = {v["run_id"]: v["why"] for v in rec["not_chosen"]}
     if rec["recommended"]:
@@ -58,25 +54,9 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
     languages = sorted({lang for r in rows for lang in r["metrics"].get("languages", {})})
     synthetic = sorted({lang for r in rows for lang, s in r["metrics"].get("languages", {}).items() if s.get("synthetic")})
 
-    figures = []
-    for lang in languages:
-        figures.append({"title": f"Peak RSS vs WER ({lang})", "png": _b64(plots.rss_vs_wer(
-            measured, lang, budgets, rec["recommended"]["run_id"] if rec["recommended"] else None))})
-    figures.append({"title": "RTF vs threads", "png": _b64(plots.rtf_vs_threads(measured, budgets))})
-    figures.append({"title": "Warm latency distributions", "png": _b64(plots.latency_distributions(measured, budgets))})
-    if series := plots.length_series(measured):
-        figures.append({"title": "Peak RSS and RTF vs audio length, per configuration", "png": _b64(plots.by_audio_length(series))})
-    for i, png in enumerate(plots.memory_timelines(measured), start=1):
-        figures.append({"title": f"Memory timelines ({i})", "png": _b64(png)})
+    figures = plots.figures(measured, languages, budgets, rec["recommended"]["run_id"] if rec["recommended"] else None)
 
-    profiles = _profiles_by_configuration(rows)
-    measured_ids = {r["run_id"] for r in measured}
-    table = []
-    for record, row in zip(store.summary_records(rows), rows):
-        if row.get("profile_of") in measured_ids:  # shown as links on the configuration's own line
-            continue
-        table.append({**record, "name": store.short_name(row), "verdict": verdicts[row["run_id"]],
-                      "profiler": row.get("profiler"), "profiles": profiles.get(row["run_id"], [])})
+    table = _table(rows, run_dir, languages, verdicts)
     return {
         "title": f"{scenario['name']}: Whisper deployment benchmark",
         "run_dir": str(run_dir),
@@ -90,6 +70,8 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "answer": answer(rec, deployment),
         "deployment": deployment,
         "table": table,
+        "table_columns": _columns(registry.REPORT, languages),
+        "markdown_columns": _columns(registry.MARKDOWN, languages),
         "figures": figures,
         "runs": [_run_detail(r, verdicts[r["run_id"]]) for r in rows],
         "search": _search_summary(run_dir),
@@ -97,6 +79,31 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "quantization_comparison": _quantization_comparison(measured, budgets),
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
+
+
+def _columns(place: str, languages: list[str]) -> list[dict[str, str]]:
+    """The metric columns of a configuration table (harness.metrics: the metrics shown at `place`)."""
+    return [{"key": key, "label": metric.header(lang)} for metric, lang, key in registry.columns(place, languages)]
+
+
+def _table(rows: list[dict[str, Any]], run_dir: Path, languages: list[str], verdicts: dict[str, str]) -> list[dict[str, Any]]:
+    """The configuration table: one line per row (a pivot of the DataFrame), its raw values, `cells`
+    formatted for every metric column of the HTML and Markdown tables, the verdict and profile links."""
+    from harness.analyze import frame
+
+    profiles = _profiles_by_configuration(rows)
+    measured_ids = {r["run_id"] for r in rows if not r.get("profiler")}
+    shown = [m for m in registry.METRICS if registry.REPORT in m.show or registry.MARKDOWN in m.show]
+    wide = frame.records(frame.wide(frame.from_rows(rows, str(run_dir), include_profiles=True), shown))
+    table = []
+    for line, row in zip(wide, rows):
+        if row.get("profile_of") in measured_ids:  # shown as links on the configuration's own line
+            continue
+        cells = {key: metric.cell(line.get(key)) for place in (registry.REPORT, registry.MARKDOWN)
+                 for metric, _, key in registry.columns(place, languages)}
+        table.append({**line, "cells": cells, "verdict": verdicts[row["run_id"]],
+                      "profiles": profiles.get(row["run_id"], [])})
+    return table
 
 
 SEARCH_KEYS = ("configurations", "measured", "stopped_early", "skipped", "run_seconds")
@@ -178,4 +185,5 @@ def _run_detail(row: dict[str, Any], verdict: str) -> dict[str, Any]:
             "reason": row.get("reason", ""), "verdict": verdict, "warnings": row.get("warnings", []),
             "skipped_languages": row.get("skipped_languages", {}), "settings": settings,
             "samples": row.get("samples", []), "profile": row.get("profile", {}),
-            "profiler": row.get("profiler"), "profile_summary": row.get("profile_summary", {})}
+            "profiler": row.get("profiler"), "profile_summary": row.get("profile_summary", {}),
+            "memory": plots.memory_sparkline(row)}  # {svg (numbers only, rendered unescaped), note} or None

@@ -1,7 +1,15 @@
-"""Report figures (matplotlib, Agg): each function takes result rows and returns PNG bytes."""
+"""Report figures (matplotlib, Agg): each function takes result rows and returns PNG bytes; and each
+run's memory timeline as a small inline SVG (`sparkline_svg`).
+
+Built to stay fast and readable with hundreds of configurations: one scatter call per series, small
+multiples of memory timelines only up to MAX_SMALL_MULTIPLES runs (beyond, one overlay figure drawn as
+a single LineCollection, plus each run's sparkline in its details), and the latency distributions of at
+most MAX_LATENCY_ROWS configurations.
+"""
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 from typing import Any
@@ -10,10 +18,34 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 
 from harness import store  # noqa: E402
 
-MAX_TIMELINES_PER_FIGURE = 16
+MAX_SMALL_MULTIPLES = 16  # memory timelines as one subplot each up to this many runs; an overlay beyond
+MAX_LATENCY_ROWS = 30  # latency distributions: the configurations with the lowest p95 (and the recommended one)
+MAX_LEGEND_ENTRIES = 20
+FAILED = ("oom", "error", "timeout", "over_budget")  # highlighted in the timeline overlay
+
+
+def figures(rows: list[dict[str, Any]], languages: list[str], budgets: dict[str, Any],
+            recommended: str | None) -> list[dict[str, str]]:
+    """Every figure of the report, in order: [{"title", "png" (base64)}]. `rows`: the measured ones."""
+    out = [{"title": f"Peak RSS vs WER ({lang})", "png": rss_vs_wer(rows, lang, budgets, recommended)} for lang in languages]
+    out.append({"title": "RTF vs threads", "png": rtf_vs_threads(rows, budgets)})
+    shown, total = latency_selection(rows, recommended)
+    out.append({"title": "Warm latency distributions" + ("" if len(shown) == total else f" ({_latency_subset(shown, total)})"),
+                "png": latency_distributions(rows, budgets, recommended)})
+    if series := length_series(rows):
+        out.append({"title": "Peak RSS and RTF vs audio length, per configuration", "png": by_audio_length(series)})
+    timelines = [r for r in rows if _timeline(r) is not None]
+    if timelines and len(timelines) <= MAX_SMALL_MULTIPLES:
+        out.append({"title": "Memory timelines", "png": memory_timelines(timelines)[0]})
+    elif timelines:
+        out.append({"title": f"Memory timelines of all {len(timelines)} runs, overlaid (each run's own timeline is in "
+                             "its details under Runs)", "png": memory_overlay(timelines, budgets, recommended)})
+    return [{"title": f["title"], "png": base64.b64encode(f["png"]).decode("ascii")} for f in out]
 
 
 def _png(fig: Any) -> bytes:
@@ -36,11 +68,15 @@ def rss_vs_wer(rows: list[dict[str, Any]], lang: str, budgets: dict[str, Any], r
     ok = [r for r in rows if r["status"] == "ok" and r["metrics"].get("languages", {}).get(lang, {}).get("wer") is not None]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     points = [(r["metrics"]["peak_rss_mb"], 100 * r["metrics"]["languages"][lang]["wer"]) for r in ok]
+    plain = [p for r, p in zip(ok, points) if r["run_id"] != recommended]
+    star = [p for r, p in zip(ok, points) if r["run_id"] == recommended]
+    if plain:
+        ax.scatter([x for x, _ in plain], [y for _, y in plain], s=36, marker="o", zorder=3, color="tab:blue")
+    if star:
+        ax.scatter([x for x, _ in star], [y for _, y in star], s=160, marker="*", zorder=4, color="tab:green",
+                   label="recommended")
     labelled: set[str] = set()
     for r, (x, y) in zip(ok, points):
-        star = r["run_id"] == recommended
-        ax.scatter([x], [y], s=160 if star else 36, marker="*" if star else "o", zorder=3,
-                   color="tab:green" if star else "tab:blue", label="recommended" if star else None)
         # Thread and pinning variants of one model+quantization sit on top of each other: label once.
         group = f"{r['config']['model']} {r['config']['quantization']}"
         if group not in labelled:
@@ -92,27 +128,69 @@ def rtf_vs_threads(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> bytes
     return _png(fig)
 
 
+def _number(value: Any) -> float | None:
+    """A finite number from a row's timeline (not validated by the contract), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _floats(values: Any) -> np.ndarray:
+    """A timeline's list as float64 (anything that is not a number becomes NaN)."""
+    if not isinstance(values, list):
+        return np.empty(0)
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):  # a stray non-number in a list read from disk
+        return np.array([math.nan if (v := _number(x)) is None else v for x in values], dtype=np.float64)
+
+
+Timeline = tuple[np.ndarray, np.ndarray, dict[str, float]]
+
+
+def _timeline(row: dict[str, Any]) -> Timeline | None:
+    """A row's memory timeline: seconds since start, RSS MiB (finite pairs only, float arrays) and
+    {phase: s}; None without one."""
+    tl = row.get("timeline")
+    if not isinstance(tl, dict):
+        return None
+    t, mb = _floats(tl.get("t_s")), _floats(tl.get("rss_mb"))
+    n = min(len(t), len(mb))
+    t, mb = t[:n], mb[:n]
+    keep = np.isfinite(t) & np.isfinite(mb)
+    if not keep.all():
+        t, mb = t[keep], mb[keep]
+    if not len(t):
+        return None
+    phases = tl.get("phases") if isinstance(tl.get("phases"), dict) else {}
+    marks = {str(k): v for k, v in ((k, _number(v)) for k, v in phases.items()) if v is not None}
+    return t, mb, marks
+
+
+def _cap(row: dict[str, Any]) -> float | None:
+    cap = _number(row["config"].get("memory_cap_mb"))
+    return cap if cap and cap > 0 else None
+
+
 def memory_timelines(rows: list[dict[str, Any]]) -> list[bytes]:
-    """Small multiples: sampled RSS over time per run, load and transcription phases, the cap."""
-    with_data = [r for r in rows if r.get("timeline", {}).get("t_s")]
+    """Small multiples: sampled RSS over time per run, load and transcription phases, the cap. For up to
+    MAX_SMALL_MULTIPLES runs (memory_overlay draws more); one figure per MAX_SMALL_MULTIPLES runs."""
+    with_data = [(r, tl) for r in rows if (tl := _timeline(r)) is not None]
     figures = []
-    for start in range(0, len(with_data), MAX_TIMELINES_PER_FIGURE):
-        chunk = with_data[start:start + MAX_TIMELINES_PER_FIGURE]
+    for start in range(0, len(with_data), MAX_SMALL_MULTIPLES):
+        chunk = with_data[start:start + MAX_SMALL_MULTIPLES]
         cols = min(4, len(chunk))
         nrows = math.ceil(len(chunk) / cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.5 * nrows), squeeze=False)
         for ax in axes.flat[len(chunk):]:
             ax.set_visible(False)
-        for ax, r in zip(axes.flat, chunk):
-            tl = r["timeline"]
-            ax.plot(tl["t_s"], tl["rss_mb"], color="tab:blue", linewidth=1)
-            phases = tl.get("phases", {})
+        for ax, (r, (t, mb, phases)) in zip(axes.flat, chunk):
+            ax.plot(t, mb, color="tab:blue", linewidth=1)
             if "loaded" in phases:
                 ax.axvspan(phases.get("audio_decoded", phases.get("start", 0)), phases["loaded"], color="tab:orange", alpha=0.2, label="model load")
             if "loaded" in phases and "done" in phases:
                 ax.axvspan(phases["loaded"], phases["done"], color="tab:green", alpha=0.12, label="transcription")
-            cap = r["config"].get("memory_cap_mb")
-            if cap:
+            if cap := _cap(r):
                 ax.axhline(cap, color="tab:red", linestyle="--", linewidth=1, label="memory cap")
             ax.set_title(f"{store.short_name(r)} [{r['status']}]", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -132,22 +210,141 @@ def memory_timelines(rows: list[dict[str, Any]]) -> list[bytes]:
     return figures
 
 
-def latency_distributions(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> bytes:
-    ok = [r for r in rows if r["status"] == "ok" and any("latency_s" in s for s in r["samples"])]
+def memory_overlay(rows: list[dict[str, Any]], budgets: dict[str, Any], recommended: str | None) -> bytes:
+    """Every run's memory timeline in one axes (a LineCollection each for the ok and the failed runs):
+    the recommended configuration and the failures stand out, the memory caps and the peak RSS budget
+    are lines across."""
+    ok_lines, failed_lines, failed_statuses, chosen = [], [], [], None
+    for r in rows:
+        tl = _timeline(r)
+        if tl is None:
+            continue
+        if r["run_id"] == recommended:
+            chosen = (r, tl)
+        elif r["status"] in FAILED:
+            failed_lines.append(np.column_stack(tl[:2]))
+            failed_statuses.append(r["status"])
+        else:
+            ok_lines.append(np.column_stack(tl[:2]))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    if ok_lines:
+        ax.add_collection(LineCollection(ok_lines, colors="tab:blue", linewidths=0.7, alpha=0.3,
+                                         label=f"other runs ({len(ok_lines)})"))
+    if failed_lines:
+        counts = ", ".join(f"{failed_statuses.count(s)} {s}" for s in FAILED if s in failed_statuses)
+        ax.add_collection(LineCollection(failed_lines, colors="tab:red", linewidths=1.1, alpha=0.8, zorder=3,
+                                         label=f"failed runs ({counts})"))
+    if chosen is not None:
+        r, (t, mb, _) = chosen
+        ax.plot(t, mb, color="tab:green", linewidth=2.2, zorder=4,
+                label=f"recommended: {store.short_name(r)}")
+    caps = sorted({cap for r in rows if (cap := _cap(r))})
+    for i, cap in enumerate(caps):
+        ax.axhline(cap, color="tab:red", linestyle="--", linewidth=0.8, alpha=0.6,
+                   label="memory cap" + ("s" if len(caps) > 1 else "") if i == 0 else None)
+    if budgets.get("peak_rss_mb"):
+        ax.axhline(budgets["peak_rss_mb"], color="tab:purple", linestyle=":", linewidth=1.2,
+                   label=f"peak RSS budget {budgets['peak_rss_mb']:.0f} MiB")
+    ax.autoscale_view()
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("s since the run started")
+    ax.set_ylabel("process-tree RSS (MiB)")
+    ax.set_title(f"Memory timelines of {len(rows)} runs (RSS sampled every 20 ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)  # below: the lines stay visible
+    return _png(fig)
+
+
+SPARK_WIDTH, SPARK_HEIGHT = 300, 56
+
+
+def memory_sparkline(row: dict[str, Any]) -> dict[str, str] | None:
+    """The run's memory timeline for its details: {"svg": a small inline SVG, "note": what it shows}.
+
+    The SVG holds numbers and fixed text only (it is rendered unescaped; the note is escaped as usual):
+    RSS over time from 0 MiB up, the model load (orange) and the transcription (green) shaded, the
+    memory cap dashed red. At most the lowest and the highest point per pixel column are kept."""
+    tl = _timeline(row)
+    if tl is None:
+        return None
+    t, mb, phases = tl
+    cap = _cap(row)
+    peak_at = int(np.argmax(mb))
+    t_end = max([float(t.max()), *phases.values()]) or 1.0
+    top = max(float(mb[peak_at]), cap or 0.0) * 1.08 or 1.0
+    w, h = SPARK_WIDTH, SPARK_HEIGHT
+    x = np.clip(t / t_end, 0.0, 1.0) * w
+    y = h - np.clip(mb / top, 0.0, 1.0) * h
+    if len(x) > 2 * w:
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+        bounds = [*np.flatnonzero(np.r_[True, np.diff(np.minimum(x.astype(int), w - 1)) != 0]).tolist(), len(x)]  # pixel columns
+        keep = set()
+        for start, end in zip(bounds, bounds[1:]):
+            keep.update((start + int(np.argmin(y[start:end])), start + int(np.argmax(y[start:end]))))
+        index = np.array(sorted(keep))
+        x, y = x[index], y[index]
+
+    def px(seconds: float) -> float:
+        return min(max(seconds / t_end, 0.0), 1.0) * w
+
+    parts = [f'<svg class="spark" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="memory timeline">']
+    if "loaded" in phases:
+        start = px(phases.get("audio_decoded", phases.get("start", 0.0)))
+        loaded = px(phases["loaded"])
+        parts.append(f'<rect x="{start:.1f}" y="0" width="{max(loaded - start, 0.0):.1f}" height="{h}" '
+                     'fill="#ff7f0e" fill-opacity="0.2"/>')
+        if "done" in phases:
+            parts.append(f'<rect x="{loaded:.1f}" y="0" width="{max(px(phases["done"]) - loaded, 0.0):.1f}" '
+                         f'height="{h}" fill="#2ca02c" fill-opacity="0.12"/>')
+    if cap:
+        level = h - min(cap / top, 1.0) * h
+        parts.append(f'<line x1="0" x2="{w}" y1="{level:.1f}" y2="{level:.1f}" stroke="#d62728" stroke-width="1" '
+                     'stroke-dasharray="4 3"/>')
+    polyline = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(x.tolist(), y.tolist()))
+    parts.append(f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.2" points="{polyline}"/></svg>')
+    note = (f"Memory timeline: {float(t[-1]):.1f} s, peak {float(mb[peak_at]):.0f} MiB at {float(t[peak_at]):.1f} s "
+            f"(scale 0 to {top:.0f} MiB); orange: model load, green: transcription"
+            + (f", dashed red: memory cap {cap:.0f} MiB" if cap else ""))
+    return {"svg": "".join(parts), "note": note}
+
+
+def latency_selection(rows: list[dict[str, Any]], recommended: str | None,
+                      limit: int = MAX_LATENCY_ROWS) -> tuple[list[dict[str, Any]], int]:
+    """The configurations the latency figure shows (in their order): every ok one with timings up to
+    `limit`, else the `limit` with the lowest p95 and the recommended one; and how many there were."""
+    ok = [r for r in rows if r["status"] == "ok" and any(s.get("latency_s") for s in r["samples"])]
+    if len(ok) <= limit:
+        return ok, len(ok)
+    lowest = sorted(ok, key=lambda r: r["metrics"].get("latency_p95_s") or math.inf)[:limit]
+    keep = {id(r) for r in lowest} | {id(r) for r in ok if r["run_id"] == recommended}
+    return [r for r in ok if id(r) in keep], len(ok)
+
+
+def _latency_subset(shown: list[dict[str, Any]], total: int) -> str:
+    """The figure's subtitle when latency_selection left configurations out."""
+    added = len(shown) > MAX_LATENCY_ROWS  # the recommended one, beyond the lowest p95s
+    return (f"{len(shown)} of {total} configurations: the {MAX_LATENCY_ROWS} with the lowest p95"
+            + (" and the recommended one" if added else ""))
+
+
+def latency_distributions(rows: list[dict[str, Any]], budgets: dict[str, Any], recommended: str | None = None) -> bytes:
+    ok, total = latency_selection(rows, recommended)
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * max(len(ok), 4) + 1.2))
     data = [[x for s in r["samples"] for x in s.get("latency_s", [])] for r in ok]
     if data:
         ax.boxplot(data, orientation="horizontal", showfliers=True, widths=0.6)
-        for i, r in enumerate(ok, start=1):
-            m = r["metrics"]
-            ax.plot([m["latency_p50_s"]], [i], marker="|", color="tab:green", markersize=14)
-            ax.plot([m["latency_p95_s"]], [i], marker="|", color="tab:red", markersize=14)
-        ax.set_yticks(range(1, len(ok) + 1), [store.short_name(r) for r in ok], fontsize=8)
+        for key, color in (("latency_p50_s", "tab:green"), ("latency_p95_s", "tab:red")):
+            ax.plot([_number(r["metrics"].get(key)) or math.nan for r in ok], range(1, len(ok) + 1), linestyle="none",
+                    marker="|", color=color, markersize=14)
+        ax.set_yticks(range(1, len(ok) + 1), [store.short_name(r) + (" (recommended)" if r["run_id"] == recommended else "")
+                                              for r in ok], fontsize=8)
     if budgets.get("latency_p95_s"):
         ax.axvline(budgets["latency_p95_s"], color="tab:red", linestyle="--", label=f"p95 budget {budgets['latency_p95_s']:g} s")
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel("warm latency per request (s); green tick p50, red tick p95")
-    ax.set_title("Warm latency distributions")
+    ax.set_title("Warm latency distributions" + ("" if len(ok) == total else f"\n({_latency_subset(ok, total)})"),
+                 fontsize=10 if len(ok) < total else None)
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
 
@@ -178,5 +375,8 @@ def by_audio_length(series: dict[str, list[tuple[float, float, float]]]) -> byte
         ax.set_xlabel("audio length (minutes)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    mem.legend(fontsize=7)
+    if len(series) <= MAX_LEGEND_ENTRIES:
+        mem.legend(fontsize=7)
+    else:  # a legend of that many lines hides the plot and takes seconds to lay out
+        fig.suptitle(f"{len(series)} configurations (too many to name: see the table)", fontsize=9)
     return _png(fig)

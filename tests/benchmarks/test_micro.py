@@ -17,6 +17,7 @@ import pytest
 from harness import store
 from harness.analyze import scoring as metrics
 from harness.report import generate
+from harness.report.trend import write_index
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "recommend" / "feasible.jsonl"
 WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars shine above "
@@ -76,3 +77,27 @@ def test_render_a_report_of_200_runs(benchmark, tmp_path: Path) -> None:
     (run_dir / "results.jsonl").write_text("".join(json.dumps(_row(i)) + "\n" for i in range(200)))
     paths = benchmark.pedantic(generate, args=(run_dir,), rounds=2)
     assert paths["html"].stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def reports_of_100_runs(tmp_path_factory) -> Path:
+    """100 run directories of the same 4 configurations, one a day (what a nightly job leaves)."""
+    reports = tmp_path_factory.mktemp("reports")
+    for day in range(100):
+        run_dir = reports / f"nightly-{day:03d}"
+        run_dir.mkdir()
+        rows = []
+        for k in range(4):
+            row = _row(k)
+            row["run_id"] = row["run_id"].rsplit("-", 1)[0]  # the same configurations in every run
+            row["metrics"]["peak_rss_mb"] += day % 7
+            row["environment"]["started_at"] = f"2026-{1 + day // 28:02d}-{1 + day % 28:02d}T02:00:00+00:00"
+            rows.append(json.dumps(row) + "\n")
+        (run_dir / "results.jsonl").write_text("".join(rows))
+    return reports
+
+
+def test_render_the_trend_index_of_100_runs(benchmark, reports_of_100_runs: Path) -> None:
+    path = benchmark.pedantic(write_index, args=(reports_of_100_runs,), rounds=2)
+    html = path.read_text()
+    assert html.count("nightly-") >= 100 and "data:image/png;base64," in html

@@ -14,6 +14,7 @@ from harness.measure.executors.base import Executor
 
 EXECUTORS = {
     "local": "harness.measure.executors.local:LocalExecutor",
+    "ray": "harness.measure.executors.ray_cluster:RayExecutor",  # a Ray cluster's nodes (whisper-harness[ray])
 }
 
 __all__ = ["EXECUTORS", "Executor", "create"]
