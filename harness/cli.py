@@ -1,4 +1,5 @@
-"""Command line: `harness run`, `fit`, `profile`, `report`, `compare`, `baseline save`, `models list|convert`,
+"""Command line: `harness run`, `fit`, `profile`, `report`, `compare`, `baseline save`, `history add|list|prune`,
+`models list|convert`,
 `datasets build-default|import|fetch`.
 
 Exit status: 0 success, 1 a failure to act on (e.g. the disk is full), 2 bad input (a clear message,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -76,7 +78,8 @@ def _stopping(console: Console, signum: int, message: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="measure every configuration of a scenario")
@@ -89,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run directory (default: reports/<scenario>-<timestamp>)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted run directory")
     run.add_argument("--quick", action="store_true", help="short version: 1 repetition, 2 samples per language")
-    run.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    run.add_argument("--dry-run", action="store_true",
+                     help="measure nothing: check the scenario, budgets and datasets, list the configurations and "
+                          "estimate the run time (scaled by earlier runs of this machine class in the reports folder)")
+    run.add_argument("--max-audio-s", type=_max_audio_s, metavar="S",
+                     help="the longest request the service accepts (overrides the scenario's max_audio_s): every "
+                          "configuration also transcribes a probe recording of S seconds per language")
     run.add_argument("--search", action="store_true",
                      help="budget-aware search: likely winners first, stop runs that break the memory or "
                           "latency budget, skip configurations that cannot win")
@@ -98,19 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fit", action="store_true",
                      help="after measuring, find the smallest kernel-enforced memory limit of every ok configuration "
                           "(as `harness fit`; needs root or a delegated cgroup v2 subtree)")
-    run.add_argument("--executor", choices=("local", "ray"), default="local",
-                     help="where configurations are measured: local (this machine, one at a time; the default) or "
-                          "ray (the nodes of a Ray cluster that offer a harness_slot; whisper-harness[ray])")
-    run.add_argument("--address", metavar="ADDR", help="with --executor ray: the cluster, ray://HEAD:10001 (Ray Client) "
-                                                       "or HEAD:6379 from inside its network (default: RAY_ADDRESS, else "
-                                                       "a cluster started on this machine)")
-    run.add_argument("--retry-lost-nodes", type=int, default=0, metavar="N",
-                     help="with --executor ray: resubmit a configuration whose node was lost up to N times before "
-                          "recording it as an error (default 0)")
-    run.add_argument("--slots-per-node", type=int, default=1, metavar="K",
-                     help="with --executor ray: measure up to K configurations at once on each measuring node, each "
-                          "on its share of the node's CPUs (default 1; co-running configurations distort each other, "
-                          "and their rows say so)")
+    _executor_arguments(run)
     _report_options(run)
 
     fit = sub.add_parser("fit", help="find by bisection the smallest kernel-enforced memory limit at which each ok "
@@ -123,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", type=Path, metavar="RUN_DIR",
                      help="the run directory whose configurations to fit (default: the newest run of the scenario "
                           "that measured them; a new one, measured first, when there is none)")
+    _executor_arguments(fit)
     _report_options(fit)
 
     prof = sub.add_parser("profile", help="run one configuration under memray or scalene (not a measurement)")
@@ -142,10 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path, nargs="?", help="a run directory (holding results.jsonl)")
     report.add_argument("--index", type=Path, metavar="REPORTS_DIR",
                         help="instead: build REPORTS_DIR/index.html listing every run directory in it")
+    report.add_argument("--out", type=Path, metavar="DIR",
+                        help="write the report here instead of the run directory (default: the run directory; with "
+                             "--budget or --headroom, RUN_DIR/rerender-<time>/, so the run's own report stays)")
     _report_options(report)
 
     compare = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a regression")
-    compare.add_argument("baseline", help="run directory, results file, or baseline:NAME (saved for this machine class)")
+    compare.add_argument("baseline", help="run directory, results file, baseline:NAME (saved for this machine class), or "
+                                          "history:DIR (the last --window runs of this machine class in a history store)")
     compare.add_argument("current", type=Path, help="run directory or results file")
     compare.add_argument("--policy", type=Path, help="YAML/JSON file overriding the default thresholds")
     compare.add_argument("--out", type=Path, help="where compare.txt/.md/.json go (default: the current run directory)")
@@ -153,12 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="compare even if the baseline was measured on another machine class")
     compare.add_argument("--missing-baseline-ok", action="store_true",
                          help="with baseline:NAME, warn and exit 0 when no such baseline exists for this machine class")
+    compare.add_argument("--window", type=int, default=7, metavar="N",
+                         help="with history:DIR: judge against the last N runs of this machine class (default 7)")
 
     baseline = sub.add_parser("baseline", help="baselines kept in the repository, per machine class")
     save = baseline.add_subparsers(dest="action", required=True).add_parser("save", help="save a run as a baseline")
     save.add_argument("run_dir", type=Path)
     save.add_argument("--name", required=True)
     save.add_argument("--root", type=Path, default=Path("baselines"), help="baselines folder (default: baselines/)")
+
+    hist = sub.add_parser("history", help="the run history store: the nightly gate's baselines and trend index")
+    hist_actions = hist.add_subparsers(dest="action", required=True)
+    hist_add = hist_actions.add_parser("add", help="add a run directory (again: one entry)")
+    hist_add.add_argument("run_dir", type=Path)
+    hist_list = hist_actions.add_parser("list", help="list the entries, oldest first")
+    hist_prune = hist_actions.add_parser("prune", help="keep the newest N entries")
+    hist_prune.add_argument("--keep", type=int, required=True, metavar="N")
+    for p in (hist_add, hist_list, hist_prune):
+        p.add_argument("--store", type=Path, required=True, metavar="DIR", help="the history store (e.g. the gh-pages checkout)")
 
     models = sub.add_parser("models", help="Whisper models available locally")
     models_actions = models.add_subparsers(dest="action", required=True)
@@ -190,11 +203,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where configurations are measured (and fitted): local (this machine, one at a time; the "
+                             "default) or ray (the nodes of a Ray cluster that offer a harness_slot; whisper-harness[ray])")
+    parser.add_argument("--address", metavar="ADDR", help="with --executor ray: the cluster, ray://HEAD:10001 (Ray Client) "
+                                                          "or HEAD:6379 from inside its network (default: RAY_ADDRESS, else "
+                                                          "a cluster started on this machine)")
+    parser.add_argument("--retry-lost-nodes", type=int, default=0, metavar="N",
+                        help="with --executor ray: resubmit a configuration whose node was lost up to N times before "
+                             "recording it as an error (default 0)")
+    parser.add_argument("--slots-per-node", type=int, default=1, metavar="K",
+                        help="with --executor ray: measure up to K configurations at once on each measuring node, each "
+                             "on its share of the node's CPUs (default 1; co-running configurations distort each other, "
+                             "and their rows say so)")
+
+
 def _report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
                         help="set or override a budget, e.g. peak_rss_mb=700 or wer.pt=0.2; repeatable")
     parser.add_argument("--headroom", type=_headroom, default=DEFAULT_HEADROOM,
                         help=f"memory headroom over the measured peak in the deployment snippet (default {DEFAULT_HEADROOM})")
+
+
+def _max_audio_s(text: str) -> float:
+    from harness.plan.scenario import MAX_AUDIO_S_LIMIT
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_AUDIO_S_LIMIT:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; expected seconds of audio, a finite number > 0 "
+                                         f"and at most {MAX_AUDIO_S_LIMIT} (4 hours)")
+    return value
 
 
 def _headroom(text: str) -> float:
@@ -232,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_compare(args, console)
             if args.command == "baseline":
                 return cmd_baseline(args, console)
+            if args.command == "history":
+                return cmd_history(args, console)
             if args.command == "models":
                 return cmd_models(args, console)
             return cmd_datasets(args, console)
@@ -259,35 +303,41 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario(args.scenario)
     if args.quick:
         scenario = scenario.quick()
+    if args.max_audio_s is not None:
+        scenario = dataclasses.replace(scenario, max_audio_s=args.max_audio_s)
     specs = scenario.expand()
-    if args.dry_run:
-        for spec in specs:
-            print(spec.run_id)
-        console.print(f"{len(specs)} configurations in {args.scenario}")
-        return 0
     if args.resume and args.out:
         raise UserError("--resume DIR already names the run directory; drop --out")
     budgets = parse_budget_overrides(args.budget, scenario.budgets)  # a bad --budget fails before measuring
     _check_saveable(args.scenario, specs, budgets)
-    if args.fit:
+    if args.fit or scenario.fit:
         from harness.measure import fit
 
-        if (problem := fit.requirement_error()) is not None:  # before measuring, not after
-            raise problem
+        # before measuring, not after (a Ray node without a cgroup says so in its fit's row)
+        if (problem := fit.requirement_error() if args.executor == "local" else None) is not None:
+            if args.fit:
+                raise problem
+            console.print(f"warning: {args.scenario}: field 'fit': {problem}; measuring without the fit")
+        args.fit = problem is None
     executor_options = _executor_options(args)
+    if args.dry_run:
+        from harness.plan import dry_run
+
+        return dry_run.report(scenario, specs, _load_samples(args, scenario, console, probes=False),
+                              (args.resume or args.out or sweep.default_run_dir(scenario)).parent, console)
     models.cache_dir()  # an unusable cache fails here, before a run directory is made
     samples = _load_samples(args, scenario, console)
     run_dir = args.resume or args.out or sweep.default_run_dir(scenario)
-    console.print(f"{scenario.name}: {len(specs)} configurations x {len(samples)} samples -> {run_dir}")
+    console.print(f"{scenario.name}: {len(specs)} configurations x {sum(not s.probe for s in samples)} samples -> {run_dir}")
     try:
-        with SweepDisplay(console) as display:
+        with _display(args, console, executor_options, SweepDisplay) as display:
             rows = sweep.run_scenario(scenario, samples, run_dir, resume=bool(args.resume), budgets=budgets,
                                       search_mode=args.search, profilers=tuple(dict.fromkeys(args.profile)),
                                       executor=args.executor, executor_options=executor_options, on_progress=display)
         Console(width=None if sys.stdout.isatty() else 200).print(results_table(rows, f"{scenario.name}: {run_dir}"))
         console.print(f"results: {run_dir}/results.jsonl, {run_dir}/summary.csv")
         if args.fit:
-            _fit(scenario, samples, run_dir, None, False, console)
+            _fit(scenario, samples, run_dir, None, False, console, args, executor_options)
         if args.search:
             s = sweep.search_summary(rows)
             console.print(f"search: measured {s['measured']} of {s['configurations']} configurations "
@@ -302,19 +352,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The executor's options from `harness run`'s flags; refuses what the chosen executor cannot do."""
+    """The executor's options from the flags of `harness run` or `fit`; refuses what the chosen executor cannot do."""
     if args.executor != "ray":
         given = [flag for flag, value, default in (("--address", args.address, None), ("--retry-lost-nodes", args.retry_lost_nodes, 0),
                                                    ("--slots-per-node", args.slots_per_node, 1)) if value != default]
         if given:
             raise UserError(f"{given[0]} is an option of --executor ray")
         return {}
-    if args.profile:
-        raise UserError("--profile runs on the local executor only: drop it from the Ray sweep and profile afterwards "
-                        "(`harness profile SCENARIO --run RUN_ID --with PROFILER`)")
-    if getattr(args, "fit", False):
-        raise UserError("--fit measures on this machine only for now: drop it from the Ray sweep (a fit here would "
-                        "describe this machine, not the cluster's nodes)")
     if args.retry_lost_nodes < 0:
         raise UserError(f"--retry-lost-nodes: invalid value {args.retry_lost_nodes}; expected an integer >= 0")
     if args.slots_per_node < 1:
@@ -323,6 +367,18 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
 
     import_ray()  # not installed: the install hint, before a run directory is made
     return {"address": args.address, "retry_lost_nodes": args.retry_lost_nodes, "slots_per_node": args.slots_per_node}
+
+
+def _display(args: argparse.Namespace, console: Console, executor_options: dict[str, Any], local: Any) -> Any:
+    """The live display of a sweep or of fits: `local(console)` on this machine; on a Ray cluster, its nodes
+    and tasks (the executor reports to it: `on_status` joins `executor_options`)."""
+    if args.executor != "ray":
+        return local(console)
+    from harness.measure.executors.ray_display import RayDisplay
+
+    display = RayDisplay(console)
+    executor_options["on_status"] = display.nodes
+    return display
 
 
 def _check_saveable(scenario_path: Path, specs: list[RunSpec], budgets: dict[str, Any]) -> None:
@@ -356,8 +412,9 @@ def _interrupted_run(args: argparse.Namespace, run_dir: Path, signum: int, conso
                                       "and render the report")
 
 
-def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console) -> list[Sample]:
-    from harness.data import datasets
+def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console, probes: bool = True) -> list[Sample]:
+    """The scenario's samples (or --dataset's), and with `probes` its max_audio_s probe per language."""
+    from harness.data import datasets, probe
 
     notes: list[str] = []
     lang = getattr(args, "lang", None)  # `harness fit` has no --lang
@@ -373,6 +430,12 @@ def _load_samples(args: argparse.Namespace, scenario: Scenario, console: Console
         raise UserError(f"{args.scenario}: no samples left after the languages filter {list(scenario.languages or [])}")
     if note := datasets.conversion_note(samples):
         console.print(f"note: {note}")
+    if probes and scenario.max_audio_s is not None:
+        samples += probe.probes(samples, scenario.max_audio_s)
+        console.print(f"max_audio_s {scenario.max_audio_s:g}: a probe recording per language ("
+                      + ", ".join(f"{s.lang} {s.duration_s:.0f} s" for s in samples if s.probe)
+                      + ", the dataset's clips joined) is transcribed once by every configuration, outside the "
+                        "latency statistics")
     return samples
 
 
@@ -412,7 +475,8 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     from harness.plan.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
-    if (problem := fit.requirement_error()) is not None:
+    executor_options = _executor_options(args)
+    if args.executor == "local" and (problem := fit.requirement_error()) is not None:  # a Ray node's fit row says it
         raise problem
     specs = {s.run_id: s for s in scenario.expand()}
     for run_id in args.run:
@@ -432,26 +496,35 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
         exists = (run_dir / store.RESULTS_FILE).is_file()
         if not exists or not wanted <= {r["run_id"] for r in store.read_rows(run_dir)}:
             console.print(f"measuring first (fits start from measured configurations) -> {run_dir}")
-            with SweepDisplay(console) as display:
-                sweep.run_scenario(scenario, samples, run_dir, resume=exists, on_progress=display)
-        fitted = _fit(scenario, samples, run_dir, args.run or None, True, console)
+            with _display(args, console, executor_options, SweepDisplay) as display:
+                sweep.run_scenario(scenario, samples, run_dir, resume=exists, executor=args.executor,
+                                   executor_options=executor_options, on_progress=display)
+        fitted, failed = _fit(scenario, samples, run_dir, args.run or None, True, console, args, executor_options)
         _render_report(run_dir, args, console)
     except KeyboardInterrupt as exc:  # Terminated too
         return _stopping(console, _signal_of(exc), f"fits that finished are saved in {run_dir}; run the command "
                                                    "again for the rest")
-    return 0 if fitted and all(r["metrics"]["fit"]["min_limit_mb"] is not None for r in fitted) else 1
+    return 0 if fitted and not failed and all(r["metrics"]["fit"]["min_limit_mb"] is not None for r in fitted) else 1
 
 
 def _fit(scenario: Scenario, samples: list[Sample], run_dir: Path, run_ids: list[str] | None, refit: bool,
-         console: Console) -> list[dict[str, Any]]:
-    """Fit the memory limits of a run directory's ok configurations, with a live display; one line each."""
+         console: Console, args: argparse.Namespace, executor_options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """Fit the memory limits of a run directory's ok configurations on the chosen executor, with a live
+    display; one line each. Returns the fitted rows and how many fits could not run."""
     from harness.measure import fit, sweep
 
     for run_id, why in fit.skipped_configurations(scenario, run_dir, run_ids, refit).items():
         console.print(f"not fitted: {run_id}: {why}")
-    with fit.FitDisplay(console) as display:
+    failed = []
+    with _display(args, console, executor_options, lambda c: fit.FitDisplay(c, run_dir)) as display:
+        def progress(p: fit.FitProgress) -> None:
+            if p.row is not None and "fit" not in p.row["metrics"]:
+                failed.append(p.run_id)
+            display(p)
+
         fitted = fit.fit_run(scenario, sweep.sample_refs(samples), sweep.data_description(scenario, samples), run_dir,
-                             run_ids, refit=refit, on_progress=display)
+                             run_ids, refit=refit, executor=args.executor, executor_options=executor_options,
+                             on_progress=progress)
     for row in fitted:
         m, f = row["metrics"], row["metrics"]["fit"]
         found = (f"min_limit_mb {f['min_limit_mb']:g}" if f["min_limit_mb"] is not None
@@ -460,15 +533,19 @@ def _fit(scenario: Scenario, samples: list[Sample], run_dir: Path, run_ids: list
                       f"{f.get('reference_cgroup_peak_mb')}, anonymous {f.get('reference_peak_anon_mb')} MiB on the "
                       f"longest sample per language); {len(f['steps'])} runs, {f['run_seconds']:.0f} run-seconds",
                       soft_wrap=True)
-    return fitted
+    return fitted, len(failed)
 
 
-def _render_report(run_dir: Path, args: argparse.Namespace, console: Console) -> None:
+def _render_report(run_dir: Path, args: argparse.Namespace, console: Console, out_dir: Path | None = None) -> None:
     from harness.report import generate
 
-    paths = generate(run_dir, args.budget, args.headroom)
-    answer = json.loads(paths["recommendation"].read_text())["answer"]
-    console.print(f"[bold]{answer}[/]")
+    paths = generate(run_dir, args.budget, args.headroom, out_dir)
+    rec = json.loads(paths["recommendation"].read_text())
+    console.print(f"[bold]{escape(rec['answer'])}[/]", soft_wrap=True)
+    if rec["tie"]:
+        console.print(f"tie: {escape(rec['tie']['text'])}", soft_wrap=True)
+    for warning in (rec["deployment"] or {}).get("warnings", []):
+        console.print(f"[yellow]warning:[/] deployment snippet: {escape(warning)}", soft_wrap=True)
     console.print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['recommendation'].name})")
 
 
@@ -481,14 +558,25 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         return 0
     if args.run_dir is None:
         raise UserError("harness report: give a run directory, or --index REPORTS_DIR")
-    _render_report(args.run_dir, args, console)
+    out = args.out
+    if out is None and (args.budget or args.headroom != DEFAULT_HEADROOM):  # keep the run's own report
+        from datetime import datetime
+
+        out = args.run_dir / f"rerender-{datetime.now():%Y%m%d-%H%M%S}"
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
+    _render_report(args.run_dir, args, console, out)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from harness.analyze import baselines, compare
+    from harness.analyze import baselines, compare, history_baseline
 
     policy = compare.load_policy(args.policy)
+    if args.baseline.startswith(history_baseline.PREFIX):
+        report = history_baseline.compare(Path(args.baseline[len(history_baseline.PREFIX):]), args.current, policy,
+                                          args.window)
+        return _compare_outputs(report, args, console)
     try:
         baseline = baselines.resolve(args.baseline, args.current)
     except baselines.NoBaseline as exc:
@@ -497,6 +585,12 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]warning:[/] {exc}; nothing compared")
         return 0
     report = compare.compare(baseline, args.current, policy, args.allow_other_machine)
+    return _compare_outputs(report, args, console)
+
+
+def _compare_outputs(report: dict[str, Any], args: argparse.Namespace, console: Console) -> int:
+    from harness.analyze import compare
+
     out_dir = args.out or (args.current if args.current.is_dir() else args.current.parent)
     paths = compare.write_outputs(report, out_dir)
     print(compare.to_text(report), end="")
@@ -509,6 +603,22 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
 
     path = baselines.save(args.run_dir, args.name, args.root)
     console.print(f"baseline saved: {path} (commit it so CI compares against it)")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from harness import history
+
+    if args.action == "add":
+        entry, status = history.add(args.run_dir, args.store)
+        console.print(f"{status}: {entry.path}")
+    elif args.action == "prune":
+        removed = history.prune(args.store, args.keep)
+        console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}; kept the newest {args.keep}")
+    else:
+        for e in history.entries(args.store):
+            print(f"{e.started_at:25}  {e.commit[:10]:10}  {e.machine_class:40}  {e.scenario:12}  "
+                  f"{len(e.run_ids)} configurations  {e.relative(args.store)}")
     return 0
 
 

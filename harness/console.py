@@ -16,10 +16,6 @@ STATUS_STYLE = {"ok": "green", "oom": "red", "timeout": "yellow", "error": "red"
                 "over_budget": "yellow"}
 
 
-def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
 def row_line(row: dict[str, Any]) -> str:
     """One line per finished configuration (also readable in a CI log)."""
     m = row["metrics"]
@@ -32,7 +28,9 @@ def row_line(row: dict[str, Any]) -> str:
     if stream := m.get("stream"):
         parts.append(f"chunk p95 {stream['chunk_latency_p95_s']:.2f} s  final {stream['final_latency_p95_s']:.2f} s after the audio")
     for lang, stats in m.get("languages", {}).items():
-        parts.append(f"WER {lang} {_fmt(stats['wer'] * 100 if stats['wer'] is not None else None, '.1f', '%')}")
+        wer = registry.BY_NAME["wer"]
+        parts.append(f"WER {lang} {wer.cell(stats.get('wer'), registry.interval(wer, row, lang))}"
+                     + (f" ({stats['flagged']} flagged)" if stats.get("flagged") else ""))
     if status != "ok":
         parts.append(row["reason"].splitlines()[0][:160] if row["reason"] else "")
     for warning in row.get("warnings", []):
@@ -96,7 +94,7 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     langs = sorted({lang for r in rows for lang in r["metrics"].get("languages", {})})
     synthetic = {lang: all(r["metrics"]["languages"][lang].get("synthetic") for r in rows
                            if lang in r["metrics"].get("languages", {})) for lang in langs}
-    columns = registry.columns(registry.CONSOLE, langs)
+    columns = registry.columns(registry.CONSOLE, langs, rows)
     table = Table(title=title, title_justify="left")
     for header in ("configuration", "status"):
         table.add_column(header, justify="left")
@@ -110,7 +108,7 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
             value = metric.value(r, lang)
             mark = busy and metric.warm_timing and value is not None
             marked |= mark
-            cells.append(metric.cell(value) + ("[yellow]![/]" if mark else ""))
+            cells.append(metric.cell(value, registry.interval(metric, r, lang)) + ("[yellow]![/]" if mark else ""))
         table.add_row(*cells)
     if marked:
         limits = ", ".join(f"{m.noun} > {m.cell(m.limit)}" for m in registry.judged(registry.NOISE))

@@ -72,6 +72,12 @@ class LanguageMetrics(_Open):
     audio_s: float | None = None
     rtf: float | None = None
     synthetic: bool | None = None
+    # 95 % bootstrap intervals [low, high] over utterances (harness.analyze.uncertainty); rows before
+    # them have none.
+    wer_ci: tuple[float, float] | None = None
+    cer_ci: tuple[float, float] | None = None
+    flagged: int | None = None  # utterances with a hallucination flag (harness.analyze.hallucination)
+    flags: dict[str, int] | None = None  # per flag: how many utterances earned it
 
 
 class Metrics(_Open):
@@ -90,6 +96,7 @@ class SampleResult(_Open):
     hypothesis: str | None = None
     reference: str | None = None
     wer: float | None = None
+    flags: list[str] | None = None  # hallucination flags this transcript earned (harness.analyze.hallucination)
 
 
 class Row(_Open):
@@ -112,6 +119,9 @@ class Row(_Open):
     budget_verdict: dict[str, Any] | None = None
     profiler: str | None = None  # a profiled run (not a measurement)
     profile_of: str | None = None
+    # The max_audio_s probes (harness.data.probe), one per language: transcribed once, after the timed
+    # samples, inside the row's peak memory figures but outside its latency, RTF and WER statistics.
+    probes: list[SampleResult] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The row as JSON data, with exactly the fields that were given (none added as defaults)."""
@@ -129,6 +139,7 @@ class SampleRef(_Open):
     synthetic: bool = False
     sha256: str | None = None  # content hash: the key under which the audio travels to other nodes
     duration_s: float | None = None
+    probe: bool = False  # the max_audio_s probe recording: transcribed once, outside the statistics
 
 
 class Job(_Open):
@@ -142,6 +153,8 @@ class Job(_Open):
     stop_when: dict[str, float] = Field(default_factory=dict)
     memory_budget_mb: float | None = None
     profiler: str | None = None
+    fit: bool = False  # bisect the configuration's memory limit on the node (harness.measure.fit), not measure it
+    machine_class: str | None = None  # run only on a node of this machine class (contract.machine_class)
 
 
 class WorkerJob(_Open):

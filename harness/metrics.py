@@ -64,6 +64,11 @@ class Metric:
     stop: str | None = None  # WORKER / WATCHDOG: a run can be stopped once its budget is certain to break
     rank: int | None = None  # the recommendation's order among qualifying configurations (1 first)
     digits: int = 2  # decimals shown (for "fraction": of the percentage)
+    optional: bool = False  # only measured in some setups (a cgroup, a fit, a CPU limit): a table given its
+    # rows leaves the column out when no row has it (summary.csv keeps every column)
+    # A bound of another per-language metric's 95 % bootstrap interval, held in the row as NAME_ci =
+    # [low, high]: ("wer", 0) is wer_ci[0]. Tables show the interval beside its metric (`bounds`).
+    interval: tuple[str, int] | None = None
 
     @property
     def per_language(self) -> bool:
@@ -81,18 +86,25 @@ class Metric:
         """This metric in a row (for a per-language one, in language `lang`); None when absent."""
         m = row.get("metrics") or {}
         if self.position == LANGUAGE:
-            return (((m.get("languages") or {}).get(lang) or {}).get(self.name)) if lang else None
+            stats = ((m.get("languages") or {}).get(lang) or {}) if lang else {}
+            if self.interval is not None:
+                pair = stats.get(f"{self.interval[0]}_ci")
+                return pair[self.interval[1]] if pair else None
+            return stats.get(self.name)
         if self.position != RUN:
             return (m.get(self.position) or {}).get(self.name)
         return m.get(self.name)
 
-    def cell(self, value: Any) -> str:
-        """A table cell (the unit is in the header, except for percentages): 350, 1.42, 0.330, 4.3 %."""
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+    def cell(self, value: Any, interval: tuple[Any, Any] | None = None) -> str:
+        """A table cell (the unit is in the header, except for percentages): 350, 1.42, 0.330, 4.3 %;
+        with its interval: 14.2 % [6.0, 23.7]."""
+        if _missing(value):
             return "-"
-        if self.unit == "fraction":
-            return f"{100 * float(value):.{self.digits}f} %"
-        return f"{float(value):.{self.digits}f}"
+        scale, unit = (100, " %") if self.unit == "fraction" else (1, "")
+        text = f"{scale * float(value):.{self.digits}f}{unit}"
+        if interval is not None and not any(_missing(v) for v in interval):
+            text += " [" + ", ".join(f"{scale * float(v):.{self.digits}f}" for v in interval) + "]"
+        return text
 
     def text(self, value: float, digits: int | None = None) -> str:
         """A value in a sentence, with its unit: 720 MiB, 3.50 s, 0.500, 12.0 %."""
@@ -110,6 +122,10 @@ class Metric:
         return self.label + (f" {lang}" if lang else "")
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
 def _m(name: str, label: str, noun: str, unit: str, description: str, *show: str, **kw: Any) -> Metric:
     return Metric(name, label, noun, unit, description, show=frozenset(show), **kw)
 
@@ -120,8 +136,28 @@ METRICS: tuple[Metric, ...] = (
        "kernel high-water mark of the worker's resident memory (ru_maxrss from os.wait4)",
        CONSOLE, SUMMARY, REPORT, MARKDOWN, TREND,
        budget=True, compare=MEMORY, search=SEARCH_MEMORY, stop=WATCHDOG, rank=1, digits=0),
+    _m("probe_peak_rss_mb", "probe peak MiB", "peak RSS on the max_audio_s probe", "MiB",
+       "largest RSS sampled while the max_audio_s probe (the longest request, harness.data.probe) was transcribed; "
+       "peak_rss_mb includes it", SUMMARY, digits=0),
     _m("rss_after_load_mb", "RSS after load MiB", "RSS after load", "MiB", "resident memory once the model is loaded",
        SUMMARY, budget=True, digits=0),
+    # The figures a pod is judged by (README "Sizing a pod"): what cannot be reclaimed, what the cgroup
+    # was charged, what the kubelet calls the working set, and the smallest limit that really works.
+    _m("peak_anon_mb", "peak anon MiB", "peak anonymous RSS", "MiB",
+       "largest anonymous resident memory seen (RssAnon: the part the kernel cannot reclaim)",
+       SUMMARY, REPORT, budget=True, digits=0, optional=True),
+    _m("cgroup_peak_mb", "cgroup peak MiB", "cgroup peak charge", "MiB",
+       "the worker cgroup's peak charge, page cache included (memory.peak / memory.max_usage_in_bytes)",
+       SUMMARY, REPORT, digits=0, optional=True),
+    _m("working_set_peak_mb", "working set MiB", "peak working set", "MiB",
+       "largest working set as the kubelet computes it: cgroup usage minus inactive file pages",
+       CONSOLE, SUMMARY, REPORT, TREND, budget=True, digits=0, optional=True),
+    _m("min_limit_mb", "fitted limit MiB", "fitted memory limit", "MiB",
+       "harness fit: the smallest kernel-enforced memory limit with no OOM kill and p95 within 10 % of unlimited",
+       CONSOLE, SUMMARY, REPORT, MARKDOWN, TREND, position="fit", budget=True, compare=MEMORY, digits=0, optional=True),
+    _m("throttled_s", "throttled s", "CFS throttled time", "s",
+       "time the kernel held the worker's cgroup back at its CPU quota (cpu_limit) while it ran",
+       SUMMARY, REPORT, position="cpu_throttling", optional=True),
     _m("load_s", "load s", "load time", "s", "model load time", CONSOLE, SUMMARY, REPORT, budget=True),
     _m("first_latency_s", "cold s", "cold latency", "s", "the first transcription after load (cold)",
        CONSOLE, SUMMARY, REPORT, budget=True),
@@ -149,6 +185,13 @@ METRICS: tuple[Metric, ...] = (
        CONSOLE, SUMMARY, REPORT, MARKDOWN, TREND, position=LANGUAGE, budget=True, compare=ACCURACY, rank=3, digits=1),
     _m("cer", "CER", "CER", "fraction", "corpus character error rate (normalized)",
        SUMMARY, position=LANGUAGE, budget=True, digits=1),
+    *(_m(f"{of}_ci_{end}", f"{of.upper()} CI {end}", f"{of.upper()} 95 % CI {end} bound", "fraction",
+         f"{'lower' if i == 0 else 'upper'} bound of the 95 % bootstrap confidence interval of {of.upper()} "
+         "(10,000 resamples of whole utterances)", SUMMARY, position=LANGUAGE, interval=(of, i), digits=1)
+      for of in ("wer", "cer") for i, end in enumerate(("low", "high"))),
+    _m("flagged", "flagged", "flagged utterances", "",
+       "utterances whose transcript looks invented: repetition loop, over-generation, text past the audio's end "
+       "(harness.analyze.hallucination)", SUMMARY, REPORT, position=LANGUAGE, digits=0),
 )
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 assert len(BY_NAME) == len(METRICS), "metric names must be unique (they are columns)"
@@ -158,6 +201,19 @@ assert all((m.compare == NOISE) == (m.limit is not None) for m in METRICS), "a N
 
 def get(name: str) -> Metric | None:
     return BY_NAME.get(name)
+
+
+def bounds(metric: Metric) -> tuple[Metric, Metric] | None:
+    """The metrics holding `metric`'s interval (wer -> wer_ci_low, wer_ci_high), or None."""
+    found = sorted((m for m in METRICS if m.interval is not None and m.interval[0] == metric.name),
+                   key=lambda m: m.interval[1] if m.interval else 0)
+    return (found[0], found[1]) if len(found) == 2 else None
+
+
+def interval(metric: Metric, row: dict[str, Any], lang: str | None = None) -> tuple[Any, Any] | None:
+    """`metric`'s interval in a row (None when it has none)."""
+    b = bounds(metric)
+    return (b[0].value(row, lang), b[1].value(row, lang)) if b else None
 
 
 def shown_in(place: str) -> list[Metric]:
@@ -194,10 +250,12 @@ def noisy(row: dict[str, Any]) -> list[tuple[Metric, float]]:
             and v > m.limit]
 
 
-def columns(place: str, languages: list[str]) -> list[tuple[Metric, str | None, str]]:
+def columns(place: str, languages: list[str], rows: list[dict[str, Any]] | None = None) -> list[tuple[Metric, str | None, str]]:
     """The metric columns of a table at `place`: (metric, language or None, column name), run-level ones
-    first in registry order, then per language (sorted) its metrics: wer_en, cer_en, wer_pt, ..."""
-    shown = shown_in(place)
+    first in registry order, then per language (sorted) its metrics: wer_en, cer_en, wer_pt, ...
+    Given the table's `rows`, an optional metric no row has is left out."""
+    shown = [m for m in shown_in(place) if not m.optional or rows is None
+             or any(m.value(r, lang) is not None for r in rows for lang in (languages if m.per_language else [None]))]
     out = [(m, None, m.name) for m in shown if not m.per_language]
     out += [(m, lang, f"{m.name}_{lang}") for lang in languages for m in shown if m.per_language]
     return out

@@ -253,7 +253,8 @@ def check_row(row: Any, where: str) -> dict[str, Any]:
 
 # summary.csv: these columns, the metrics harness.metrics shows in SUMMARY (run-level ones in registry
 # order, then per language NAME_LANG: wer_en, cer_en, wer_pt, ...), then `reason` (its first line).
-SUMMARY_CONFIG_COLUMNS = ("run_id", "status", "backend", "model", "quantization", "threads", "pinning", "chunking")
+SUMMARY_CONFIG_COLUMNS = ("run_id", "status", "backend", "model", "quantization", "threads", "pinning", "chunking",
+                          "cpu_limit")
 SUMMARY_COLUMNS = SUMMARY_CONFIG_COLUMNS + tuple(m.name for m in metric_registry.shown_in(metric_registry.SUMMARY)
                                                  if not m.per_language)
 STREAM_COLUMNS = tuple(m.name for m in metric_registry.shown_in(metric_registry.SUMMARY) if m.section == "stream")

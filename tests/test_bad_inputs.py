@@ -211,9 +211,9 @@ def test_bad_headroom(tmp_path: Path, command: str, headroom: str) -> None:
 
 def test_a_headroom_within_range_is_used(tmp_path: Path) -> None:
     run_dir = _golden_run(tmp_path)
-    result = run_cli("report", str(run_dir), "--headroom", "0")
+    result = run_cli("report", str(run_dir), "--headroom", "0", "--out", str(tmp_path / "rendered"))
     assert result.returncode == 0, result.stderr
-    assert json.loads((run_dir / "recommendation.json").read_text())["deployment"]["headroom"] == 0
+    assert json.loads((tmp_path / "rendered" / "recommendation.json").read_text())["deployment"]["headroom"] == 0
 
 
 def test_rows_json_cannot_hold_are_refused_before_measuring(tmp_path: Path) -> None:
@@ -254,3 +254,21 @@ def test_missing_scenario_file(tmp_path: Path) -> None:
     assert result.returncode == 2 and "scenario file not found" in result.stderr and "nope.yaml" in result.stderr
 
 
+
+
+def test_help_shows_the_whole_description() -> None:
+    from harness import cli
+
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for line in filter(None, (line.strip() for line in cli.__doc__.splitlines())):
+        assert line in result.stdout  # every line, in its own line breaks (not cut after the first)
+    assert "Exit status: 0 success" in result.stdout
+
+
+@pytest.mark.parametrize("budget", ["peak_rss_mb=0", "wer.pt=1.5", "latency_p95_s=-2"])
+def test_out_of_range_budget_names_flag_and_value(tmp_path: Path, budget: str) -> None:
+    result = run_cli("report", str(_golden_run(tmp_path)), "--budget", budget)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"--budget {budget!r}" in " ".join(result.stderr.split())
+    assert not list((tmp_path / "golden-run").glob("rerender-*"))

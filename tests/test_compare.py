@@ -43,7 +43,9 @@ def verdicts(report: dict, run_id: str = "base-int8") -> dict[str, str]:
 def test_identical_runs_exit_0(tmp_path: Path) -> None:
     code, report = run_compare(tmp_path, variant(tmp_path))
     assert code == 0 and not report["regression"]
-    assert set(verdicts(report).values()) == {"within noise"}
+    judged = verdicts(report)
+    assert {judged.pop("wer.en"), judged.pop("wer.pt")} == {"insufficient evidence"}  # 2 words per language
+    assert judged.pop("status") == "unchanged" and set(judged.values()) == {"within noise"}
     assert (tmp_path / "out" / "compare.md").read_text().startswith("## Comparison: no regression")
 
 
@@ -54,6 +56,20 @@ def test_a_30_percent_peak_rss_increase_exits_1(tmp_path: Path) -> None:
     assert code == 1
     assert verdicts(report)["peak_rss_mb"] == "worse"
     assert "REGRESSION" in (tmp_path / "out" / "compare.txt").read_text()
+
+
+def test_the_fitted_memory_limit_is_judged_like_peak_rss(tmp_path: Path) -> None:
+    def fitted(limit_mb):
+        def change(row):
+            row["metrics"]["fit"] = {"min_limit_mb": limit_mb, "steps": [], "run_seconds": 10.0}
+        return change
+    base = store.read_rows(variant(tmp_path, fitted(320.0), "fitted.jsonl"))
+    current = store.read_rows(variant(tmp_path, fitted(400.0)))
+    report = compare.compare_rows(base, current, compare.load_policy(None))
+    verdict = report["configs"][1]["metrics"]["min_limit_mb"]
+    assert report["regression"] and verdict["verdict"] == "worse" and verdict["detail"].startswith("+80.0 MiB (+25.0%)")
+    same = compare.compare_rows(base, store.read_rows(variant(tmp_path, fitted(328.0), "near.jsonl")), compare.load_policy(None))
+    assert same["configs"][1]["metrics"]["min_limit_mb"]["verdict"] == "within noise" and not same["regression"]
 
 
 def test_small_rss_changes_are_noise_below_both_margins(tmp_path: Path) -> None:
@@ -128,11 +144,24 @@ def test_the_judged_metrics_come_from_the_registry() -> None:
     assert list(report["configs"][1]["metrics"]) == ["status", "peak_rss_mb", "latency", "rtf", "wer.en", "wer.pt"]
 
 
-def test_a_wer_rise_of_2_points_exits_1(tmp_path: Path) -> None:
-    def worse_pt(row):
-        row["metrics"]["languages"]["pt"]["wer"] += 0.02
+def test_a_wer_rise_on_every_shared_utterance_exits_1(tmp_path: Path) -> None:
+    def worse_pt(row):  # five inserted words in every Portuguese transcript: the paired interval is all above the limit
+        row["metrics"]["languages"]["pt"]["wer"] += 5.0
+        for sample in row["samples"]:
+            if sample["lang"] == "pt":
+                sample["hypothesis"] += " h" * 5
     code, report = run_compare(tmp_path, variant(tmp_path, worse_pt))
-    assert code == 1 and verdicts(report)["wer.pt"] == "worse" and verdicts(report)["wer.en"] == "within noise"
+    assert code == 1 and verdicts(report)["wer.pt"] == "worse" and verdicts(report)["wer.en"] == "insufficient evidence"
+    entry = next(e for e in report["configs"] if e["run_id"] == "base-int8")
+    assert entry["metrics"]["wer.pt"]["method"] == "paired"
+    assert "paired on 2 shared utterances" in entry["metrics"]["wer.pt"]["detail"]
+
+
+def test_a_wer_figure_that_moved_without_its_transcripts_is_not_a_regression(tmp_path: Path) -> None:
+    def edited(row):  # the headline figure changed but every transcript is the same: nothing shows a rise
+        row["metrics"]["languages"]["pt"]["wer"] += 0.02
+    code, report = run_compare(tmp_path, variant(tmp_path, edited))
+    assert code == 0 and verdicts(report)["wer.pt"] == "insufficient evidence"
 
 
 def test_ok_to_oom_is_a_regression(tmp_path: Path) -> None:
@@ -209,3 +238,40 @@ def test_baselines_are_kept_per_machine_class(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no baseline 'weekly' for this machine class"):
         baselines.resolve("baseline:weekly", run_dir, tmp_path / "baselines")
     assert compare.compare(saved, run_dir, compare.load_policy(None))["regression"] is False
+
+
+def test_the_text_says_which_statistic_each_line_compares() -> None:
+    rows = store.read_rows(BASELINE)
+    current = copy.deepcopy(rows)
+    current[0]["status"], current[0]["reason"] = "error", "boom"
+    report = compare.compare_rows(rows, current, compare.DEFAULT_POLICY)
+    report.update(baseline="a", current="b")
+    text = compare.to_text(report).splitlines()
+    header = next(i for i, line in enumerate(text) if line.startswith("configuration "))
+    assert text[header].split() == ["configuration", "statistic", "verdict", "baseline", "current", "detail"]
+    assert "RTF = warm transcription seconds / audio seconds, as in summary.csv" in text[header - 1]
+    labels = {line[60:81].strip() for line in text[header + 1:]}
+    assert {"status", "peak RSS MiB", "median warm latency s", "RTF", "WER en"} <= labels
+    markdown = compare.to_text(report, markdown=True)
+    assert "| configuration | statistic | verdict | baseline | current | detail |" in markdown
+    judged = {e["run_id"]: e["metrics"] for e in report["configs"]}
+    assert judged[rows[0]["run_id"]]["status"]["verdict"] == "worse"
+    assert judged[rows[1]["run_id"]]["status"]["verdict"] == "unchanged"
+    # RTF as summary.csv has it (the row's total warm seconds / audio seconds), not a median of ratios
+    assert judged[rows[1]["run_id"]]["rtf"]["baseline"] == rows[1]["metrics"]["rtf"]
+
+
+def test_comparing_a_run_with_itself_and_a_busy_machine_are_warned() -> None:
+    rows = store.read_rows(BASELINE)
+    same = compare.compare_rows(rows, copy.deepcopy(rows), compare.DEFAULT_POLICY)
+    assert same["warnings"] == ["the baseline and the current run are the same run (identical rows): nothing was "
+                                "compared with anything else"]
+    busy = copy.deepcopy(rows)
+    busy[1]["metrics"]["foreign_cpu_fraction"] = 0.42
+    busy[1]["metrics"]["latency_p95_s"] += 0.01
+    report = compare.compare_rows(rows, busy, compare.DEFAULT_POLICY)
+    (warning,) = report["warnings"]
+    assert warning.startswith("current measured while the machine was busy: ") and "foreign CPU load 42.0 %" in warning
+    report.update(baseline="a", current="b")
+    assert f"warning: {warning}" in compare.to_text(report)
+    assert f"> **Warning**: {warning}." in compare.to_text(report, markdown=True)

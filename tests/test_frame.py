@@ -163,18 +163,24 @@ def test_summary_csv_is_a_pivot_of_the_frame(tmp_path: Path) -> None:
 def test_the_registry_is_consistent() -> None:
     names = [m.name for m in metrics.METRICS]
     assert len(set(names)) == len(names)
-    assert {m.name for m in metrics.budgetable()} == {"peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s",
+    assert {m.name for m in metrics.budgetable()} == {"peak_rss_mb", "rss_after_load_mb", "peak_anon_mb",
+                                                      "working_set_peak_mb", "min_limit_mb", "load_s", "first_latency_s",
                                                       "latency_p50_s", "latency_p95_s", "rtf", "wer", "cer"}
     assert [m.name for m in metrics.ranked()] == ["peak_rss_mb", "latency_p95_s", "wer"]
-    assert metrics.columns(metrics.SUMMARY, ["en", "pt"])[-4:] == [
-        (metrics.get("wer"), "en", "wer_en"), (metrics.get("cer"), "en", "cer_en"),
-        (metrics.get("wer"), "pt", "wer_pt"), (metrics.get("cer"), "pt", "cer_pt")]
+    assert [key for _, _, key in metrics.columns(metrics.SUMMARY, ["en", "pt"])][-14:] == [
+        f"{name}_{lang}" for lang in ("en", "pt")
+        for name in ("wer", "cer", "wer_ci_low", "wer_ci_high", "cer_ci_low", "cer_ci_high", "flagged")]
+    ci = {"metrics": {"languages": {"en": {"wer": 0.142, "wer_ci": [0.0, 0.212]}}}}
+    assert metrics.bounds(metrics.get("wer")) == (metrics.get("wer_ci_low"), metrics.get("wer_ci_high"))
+    assert metrics.get("wer").cell(0.142, metrics.interval(metrics.get("wer"), ci, "en")) == "14.2 % [0.0, 21.2]"
+    assert metrics.interval(metrics.get("cer"), ci, "en") == (None, None) and metrics.get("cer").cell(0.1, (None, None)) == "10.0 %"
     m = metrics.get("foreign_cpu_fraction")
     assert m.cell(0.0714) == "7.1 %" and m.cell(None) == "-" and metrics.get("rtf").cell(0.33) == "0.330"
     assert metrics.get("peak_rss_mb").text(720) == "720 MiB" and metrics.get("wer").title("en") == "WER en (fraction)"
     row = {"metrics": {"foreign_cpu_fraction": 0.07, "stream": {"lag_max_s": 2.5}, "languages": {"pt": {"wer": 0.2}}}}
     assert [mt.name for mt, _ in metrics.noisy(row)] == ["foreign_cpu_fraction"]
     assert metrics.get("lag_max_s").value(row) == 2.5 and metrics.get("wer").value(row, "pt") == 0.2
+    assert metrics.get("min_limit_mb").value({"metrics": {"fit": {"min_limit_mb": 318.0}}}) == 318.0
 
 
 def readme_example() -> str:
@@ -221,7 +227,7 @@ def test_adding_a_metric_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch, 
     assert set(harness.load(run).swap_peak_mb) == {12.0}
     summary = store.summary_records(rows)[0]
     assert list(summary)[list(summary).index("swap_peak_mb") + 1] == "wer_en" and summary["swap_peak_mb"] == 12.0
-    assert {"key": "swap_peak_mb", "label": "swap MiB"} in build._columns(metrics.REPORT, ["en"])
+    assert {"key": "swap_peak_mb", "label": "swap MiB"} in build._columns(metrics.REPORT, ["en"], rows)
     assert build._table(rows, run, ["en", "pt"], {r["run_id"]: "" for r in rows})[0]["cells"]["swap_peak_mb"] == "12"
     console = Console(width=250, record=True)
     console.print(results_table(rows, "t"))

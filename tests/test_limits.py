@@ -4,6 +4,7 @@ behind on any path, a cold page cache; and the scenario side of `cpu_limit` and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -98,6 +99,25 @@ def test_page_cache_key(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("warm", "lukewarm"))
     with pytest.raises(UserError, match=r"field 'page_cache': invalid value 'lukewarm'; expected cold"):
         load_scenario(path)
+
+
+def test_fit_key_and_the_bundled_pod_scenarios(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path / "f.yaml", "name: s\nmatrix: {model: [tiny.en]}\nfit: yes please\n")
+    with pytest.raises(UserError, match=r"f.yaml: field 'fit': invalid value 'yes please'; expected true"):
+        load_scenario(path)
+    repo = Path(__file__).parents[1] / "scenarios"
+    for name in ("k8s-700mib-tiny", "free-tier-512mb"):
+        pod = load_scenario(repo / f"{name}.yaml")
+        assert pod.fit and pod.page_cache == "cold" and pod.memory_cap_mb
+    quota = load_scenario(repo / "stt-250m-cpu.yaml")
+    specs = quota.expand()
+    assert {s.cpu_limit for s in specs} == {"250m", "500m", "1"} and {s.threads for s in specs} == {1, 2}
+    assert quota.memory_cap_mb == 1024 and quota.budgets["rtf"] == 1.0 and set(quota.languages) == {"en", "pt"}
+
+
+def test_every_bundled_scenario_loads() -> None:
+    for path in sorted((Path(__file__).parents[1] / "scenarios").glob("*.yaml")):
+        assert load_scenario(path).expand(), path
 
 
 def test_eviction_empties_the_page_cache_of_the_files_it_is_given(tmp_path: Path) -> None:
@@ -199,3 +219,42 @@ def test_no_cgroup_is_left_behind(tmp_path: Path, short_clip: Path, fault: str) 
         assert row["status"] == ("timeout" if fault == "timeout" else "error"), row["reason"]
     assert harness_cgroups(proc.pid) == [] and harness_cgroups() == before
     assert not worker_processes()
+
+
+def test_the_fit_display_shows_the_bracket_narrowing_from_the_step_log(tmp_path: Path) -> None:
+    from harness.measure.fit import bracket_line
+
+    log = tmp_path / "fit" / "r.jsonl"
+    assert bracket_line("r", log).startswith("r: the unconstrained reference")
+    log.parent.mkdir()
+    steps = [(None, "ok", 1.1), (None, "ok", 1.0), (360, "ok", 1.05), (300, "oom", None), (330, "ok", 1.02)]
+    log.write_text("".join(json.dumps({"config": {"memory_cap_mb": mb}, "status": st, "metrics": {"latency_p95_s": p}}) + "\n"
+                           for mb, st, p in steps) + '{"config": {"memo')  # the next step being written
+    assert bracket_line("r", log) == "r: step 5 at 330 MiB ok, p95 1.02 s; limit between 300 and 330 MiB"
+
+
+def test_the_answer_and_the_report_use_a_measured_fit(tmp_path: Path) -> None:
+    """Rows fitted on real speech (tests/golden/fit: the transcripts removed): the snippet's limit comes
+    from the fitted limit, its request from the working set, and the report plots each fit."""
+    from harness import store
+    from harness.report import build
+
+    golden = Path(__file__).parent / "golden" / "fit"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "scenario.yaml").write_text((golden / "scenario.yaml").read_text())
+    rows = store.read_rows(golden / "fitted.jsonl")
+    for row in rows:
+        store.append_row(run / "results.jsonl", row)
+    data = build.build(run)
+    assert any(f["title"].startswith("Memory limit fits") for f in data["figures"])
+    assert {"key": "min_limit_mb", "label": "fitted limit MiB"} in data["table_columns"]
+    assert {"key": "throttled_s", "label": "throttled s"} not in data["table_columns"]  # no CPU limit: no column
+    winner = next(r for r in rows if r["run_id"] == data["recommendation"]["recommended"]["run_id"])
+    fitted, working_set = winner["metrics"]["fit"]["min_limit_mb"], winner["metrics"]["working_set_peak_mb"]
+    deployment = data["deployment"]
+    assert deployment["memory_limit_mib"] == math.ceil(fitted * 1.15) < winner["metrics"]["peak_rss_mb"] * 1.15
+    # Pinned: Guaranteed QoS, so the request is the limit; the working set is given beside it.
+    assert deployment["memory_request_mib"] == deployment["memory_limit_mib"]
+    assert any(f"working set was {working_set}" in note for note in deployment["notes"])
+    assert "fitted limit" in data["answer"]

@@ -107,3 +107,31 @@ def test_kernel_oom_in_a_real_cgroup_and_nothing_left_behind() -> None:
         group.remove()
     assert escaped.wait(timeout=10) == -signal.SIGKILL
     assert sorted(p.name for p in memory.parent.iterdir() if p.is_dir()) == before
+
+
+def test_stale_cgroups_of_a_dead_harness_are_removed_and_busy_or_live_ones_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = real_memory_controller()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    stale = memory.parent / f"harness-{dead}-stale"
+    live = memory.parent / f"harness-{os.getppid()}-live"  # a pid that is alive: another harness's cgroup
+    stale.mkdir()
+    live.mkdir()
+    busy = memcap.RunCgroup.create(f"harness-{dead}-busy", memory, 64)
+    sleeper = subprocess.Popen(busy.wrap([sys.executable, "-c", "import time; time.sleep(60)"]))
+    try:
+        deadline = time.monotonic() + 10
+        while str(sleeper.pid) not in (busy.memory_dir / "cgroup.procs").read_text().split():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        monkeypatch.setattr(memcap, "STALE_AFTER_S", -1)
+        memcap.remove_stale(memory.parent)
+        assert not stale.exists(), "an empty cgroup of a dead harness is removed"
+        assert live.exists() and busy.memory_dir.exists(), "a live harness's cgroup and a cgroup with a task stay"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        busy.remove()
+        for group in (stale, live):
+            if group.exists():
+                group.rmdir()

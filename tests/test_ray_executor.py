@@ -206,6 +206,56 @@ def test_resume_after_the_driver_was_killed(tmp_path: Path, cluster: Any, manife
     assert all(r["status"] == "ok" and r["node"]["executor"] == "ray" for r in rows), [r["reason"] for r in rows]
 
 
+def test_the_display_shows_nodes_and_tasks_and_profiles_come_back(tmp_path: Path, cluster: Any, manifest: Path) -> None:
+    """stderr is a pipe here: the live display degrades to plain lines. A profiled run's files come back
+    from its node into the run directory."""
+    from ray.util.state import list_actors
+
+    run_dir = tmp_path / "run"
+    result = run_cli("run", str(scenario(tmp_path, manifest, [1, 5])), "--executor", "ray", "--address", cluster.address,
+                     "--profile", "memray", "--out", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    host = socket.gethostname()
+    for node_id in node_ids(cluster):
+        assert any(line.startswith(f"[ray] node {host} ({node_id[:8]}) (") and "1 slot(s)" in line for line in lines), lines
+    assert sum(line.startswith(f"[ray] {host} (") and ": running " in line for line in lines) >= 2, lines
+    assert " ".join(result.stderr.split()).count(f"(node {host})") == 4  # a line per row: 2 measured, 2 profiled
+    profiled = [r for r in read_rows(run_dir) if r.get("profiler") == "memray"]
+    assert len(profiled) == 2 and all(r["status"] == "ok" and r["node"]["executor"] == "ray" for r in profiled)
+    for row in profiled:
+        assert row["profile"] and all((run_dir / path).is_file() for path in row["profile"].values()), row["profile"]
+    assert not [a for a in list_actors(address=cluster.address, raise_on_missing_output=False)
+                if a.class_name == "_Board" and a.state == "ALIVE"]  # the display's actor is gone with the driver
+    wait_until_no_active_tasks(cluster)
+
+
+def test_fit_through_ray_agrees_with_the_local_fit(tmp_path: Path, cluster: Any, manifest: Path) -> None:
+    from harness import store
+    from harness.measure import memcap
+
+    if memcap.find_controller("memory") is None:
+        pytest.skip(f"no cgroup can be made here: needs {memcap.cgroup_requirement()}")
+    cgroups_before = harness_cgroups()
+    path = scenario(tmp_path, manifest, [1])
+    limits = {}
+    for executor in ("local", "ray"):
+        where = ("--executor", "ray", "--address", cluster.address) if executor == "ray" else ()
+        result = run_cli("fit", str(path), *where, "--out", str(tmp_path / executor))
+        assert result.returncode == 0, result.stderr
+        [row] = store.read_rows(tmp_path / executor)  # the fitted row, in the measured one's place
+        fit = row["metrics"]["fit"]
+        assert fit["node"]["executor"] == executor and row["node"]["executor"] == executor
+        assert fit["node"]["machine_class"] == row["node"]["machine_class"]  # fitted on the class that measured it
+        steps = (tmp_path / executor / "fit" / f"{row['run_id']}.jsonl").read_text().splitlines()
+        assert len(steps) == sum(s["runs"] for s in fit["steps"])  # the steps' rows came back from the node
+        limits[executor] = fit["min_limit_mb"], fit["resolution_mb"]
+    (local, resolution), (remote, _) = limits["local"], limits["ray"]
+    assert abs(remote - local) <= resolution, limits
+    assert not worker_processes() and harness_cgroups() <= cgroups_before
+    wait_until_no_active_tasks(cluster)
+
+
 def test_a_node_lost_mid_task_gives_an_error_row_and_the_sweep_goes_on(tmp_path: Path, cluster: Any, manifest: Path) -> None:
     """Runs last: it takes a node away from the module's cluster."""
     from ray._private import ray_constants
@@ -230,3 +280,12 @@ def test_a_node_lost_mid_task_gives_an_error_row_and_the_sweep_goes_on(tmp_path:
     assert all(r["node"]["ray_node_id"] != lost.node_id for r in rows if r is not error)
     assert not lost.any_processes_alive() and not worker_processes()
     wait_until_no_active_tasks(cluster)
+
+    # --resume measures the configuration lost with its node again, on the node left
+    result = run_cli("run", str(tmp_path / "ray.yaml"), "--resume", str(run_dir), "--executor", "ray", "--address", cluster.address)
+    assert result.returncode == 0, result.stderr
+    from harness import store
+
+    rows = store.read_rows(run_dir)
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
+    assert len(read_rows(run_dir)) == 4  # the error row stays in results.jsonl, superseded

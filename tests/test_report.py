@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import warnings
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_report_data_answers_the_question(tmp_path: Path) -> None:
     data = build.build(make_run_dir(tmp_path / "run"))
     assert data["scenario"]["question"] == "Which configuration fits a 700 MiB pod?"
     assert data["answer"].startswith("Deploy faster-whisper base int8 with 2 thread(s): peak RSS 350 MiB")
-    assert data["deployment"]["memory_mib"] == 403
+    assert data["deployment"]["memory_limit_mib"] == 403
     assert [f["title"] for f in data["figures"]] == [
         "Peak RSS vs WER (en)", "Peak RSS vs WER (pt)", "RTF vs threads", "Warm latency distributions",
         "Memory timelines"]
@@ -77,7 +78,7 @@ def test_transcripts_and_file_names_are_escaped(tmp_path: Path) -> None:
     markdown = paths["markdown"].read_text()
     assert "**Answer.** Deploy faster-whisper base int8" in markdown and "| base int8 t2 **(recommended)** |" in markdown
     rec = json.loads(paths["recommendation"].read_text())
-    assert rec["recommended"]["run_id"] == RUN_IDS["base-int8"] and rec["deployment"]["memory_mib"] == 403
+    assert rec["recommended"]["run_id"] == RUN_IDS["base-int8"] and rec["deployment"]["memory_limit_mib"] == 403
 
 
 def test_configuration_table_columns_come_from_the_metric_registry(tmp_path: Path) -> None:
@@ -89,19 +90,19 @@ def test_configuration_table_columns_come_from_the_metric_registry(tmp_path: Pat
         store.append_row(run / "results.jsonl", row)
     data = build.build(run)
     assert [c["label"] for c in data["table_columns"]] == [
-        "peak RSS MiB", "load s", "cold s", "p50 s", "p95 s", "RTF", "foreign load", "WER en", "WER pt"]
+        "peak RSS MiB", "load s", "cold s", "p50 s", "p95 s", "RTF", "foreign load", "WER en", "flagged en", "WER pt", "flagged pt"]
     assert [c["label"] for c in data["markdown_columns"]] == ["peak RSS MiB", "p50 s", "p95 s", "RTF", "WER en", "WER pt"]
     line = next(r for r in data["table"] if r["run_id"] == rows[1]["run_id"])
-    assert line["cells"] == {"peak_rss_mb": "350", "load_s": "0.50", "first_latency_s": "1.68", "latency_p50_s": "1.12",
-                             "latency_p95_s": "1.40", "rtf": "0.300", "foreign_cpu_fraction": "7.1 %",
-                             "wer_en": "5.0 %", "wer_pt": "20.0 %"}
+    assert line["cells"] == {"peak_rss_mb": "350", "load_s": "0.50", "first_latency_s": "1.68", "latency_p50_s": "1.12 (thin)",
+                             "latency_p95_s": "1.40 (thin)", "rtf": "0.300 (thin)", "foreign_cpu_fraction": "7.1 %",
+                             "wer_en": "5.0 %", "wer_pt": "20.0 %", "flagged_en": "-", "flagged_pt": "-"}
     assert line["foreign_cpu_fraction"] == 0.0714 and line["wer_pt"] == 0.2  # the raw values too
     paths = generate(run)
     html = paths["html"].read_text()
-    assert "<th>foreign load</th><th>WER en</th>" in html and "<td>0.300</td><td>7.1 %</td><td>5.0 %</td>" in html
+    assert "<th>foreign load</th><th>WER en</th>" in html and "<td>0.300 (thin)</td><td>7.1 %</td><td>5.0 %</td>" in html
     markdown = paths["markdown"].read_text()
     assert "| configuration | status | peak RSS MiB | p50 s | p95 s | RTF | WER en | WER pt | verdict |" in markdown
-    assert "| base int8 t2 **(recommended)** | ok | 350 | 1.12 | 1.40 | 0.300 | 5.0 % | 20.0 % |" in markdown
+    assert "| base int8 t2 **(recommended)** | ok | 350 | 1.12 (thin) | 1.40 (thin) | 0.300 (thin) | 5.0 % | 20.0 % |" in markdown
 
 
 def test_failed_rows_are_shown_with_their_reason(tmp_path: Path) -> None:
@@ -123,10 +124,10 @@ def test_trend_index_lists_every_run(tmp_path: Path) -> None:
     (reports / "not-a-run").mkdir()
     html = write_index(reports).read_text()
     assert 'href="golden-1/index.html"' in html and "golden-2" in html
-    assert html.count("data:image/png;base64,") >= 3
+    assert html.count('<svg class="trend"') >= 3
     # The metrics the registry shows in TREND: a chart each (per language for WER), and the table's figures.
     assert [t for t in ("peak RSS (MiB)", "p95 latency (s)", "real-time factor", "WER en (fraction)", "WER pt (fraction)")
-            if f'alt="{t} over time"' in html] == ["peak RSS (MiB)", "p95 latency (s)", "real-time factor",
+            if f'aria-label="{t} over time"' in html] == ["peak RSS (MiB)", "p95 latency (s)", "real-time factor",
                                                    "WER en (fraction)", "WER pt (fraction)"]
     assert "configurations (peak RSS MiB / p95 s / RTF)" in html and "base int8 t2: ok 350 / 1.40 / 0.300<br>" in html
     configs = collect(reports)[0]["configs"]
@@ -201,3 +202,103 @@ def test_report_opens_in_a_real_browser_from_file(tmp_path: Path, browser) -> No
     assert HOSTILE in page.text_content("body")
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert problems == []
+
+
+def _rewrite(run: Path, change) -> Path:
+    """Change the run directory's rows in place (`change(rows)`), as a later harness would have written them."""
+    rows = store.read_rows(run)
+    change(rows)
+    (run / "results.jsonl").unlink()
+    for row in rows:
+        store.append_row(run / "results.jsonl", row)
+    return run
+
+
+def test_a_rerender_with_overrides_says_so_and_keeps_the_runs_own_report(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    run = make_run_dir(tmp_path / "run")
+    own = generate(run)
+    assert json.loads(own["recommendation"].read_text())["overrides"] is None
+    before = own["html"].read_text()
+    result = run_cli("report", str(run), "--budget", "wer.pt=0.195", "--headroom", "0.3")
+    assert result.returncode == 0, result.stderr
+    (rerender,) = run.glob("rerender-*")
+    assert own["html"].read_text() == before  # never overwritten silently
+    assert f"report: {rerender / 'index.html'}" in " ".join(result.stderr.split())
+    rec = json.loads((rerender / "recommendation.json").read_text())
+    assert rec["overrides"]["budget"] == ["wer.pt=0.195"] and rec["overrides"]["headroom"] == 0.3
+    text = ("Rendered with --budget wer.pt=0.195 --headroom 0.3 (the scenario's budgets: peak_rss_mb <= 700, rtf <= 0.5, "
+            "latency_p95_s <= 3, wer.en <= 0.1, wer.pt <= 0.25; default headroom 0.15)")
+    assert rec["overrides"]["text"] == text and rec["recommended"]["run_id"] == RUN_IDS["base-f32"]
+    assert f"> {text}." in (rerender / "report.md").read_text()
+    assert f'<p class="banner">{text}.</p>' in unescape((rerender / "index.html").read_text())
+    out = run_cli("report", str(run), "--out", str(tmp_path / "elsewhere"))  # no overrides, written elsewhere
+    assert out.returncode == 0 and own["html"].read_text() == before
+    assert json.loads((tmp_path / "elsewhere" / "recommendation.json").read_text())["overrides"] is None
+
+
+def test_profile_links_follow_a_report_written_elsewhere(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run")
+    data = build.build(run, out_dir=tmp_path / "out" / "r")
+    in_place = build.build(run)
+    for a, b in zip(data["runs"], in_place["runs"]):
+        assert a["profile"] == {k: f"../../run/{v}" for k, v in b["profile"].items()}
+
+
+def test_latency_from_fewer_than_six_timings_is_marked_thin(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run")  # every ok row: one sample timed 3 times
+    data = build.build(run)
+    line = next(r for r in data["table"] if r["run_id"] == RUN_IDS["base-int8"])
+    assert line["cells"]["latency_p95_s"] == "1.40 (thin)" and line["cells"]["rtf"] == "0.300 (thin)"
+    assert line["cells"]["peak_rss_mb"] == "350" and data["thin"] == 6
+    markdown = render_markdown(data)
+    assert "(thin): a latency or RTF from fewer than 6 warm timings" in markdown
+
+    def more_timings(rows: list[dict]) -> None:
+        for row in rows:
+            for sample in row.get("samples", []):
+                sample["latency_s"] *= 2
+    data = build.build(_rewrite(run, more_timings))
+    assert data["thin"] is None and not any("(thin)" in c for r in data["table"] for c in r["cells"].values())
+
+
+def render_markdown(data: dict) -> str:
+    from harness.report import render
+
+    env = render.environment()
+    env.autoescape = False
+    return env.get_template("report.md.j2").render(**data)
+
+
+def test_a_limit_past_the_memory_cap_is_a_warning_in_report_and_recommendation(tmp_path: Path) -> None:
+    def capped(rows: list[dict]) -> None:
+        for row in rows:
+            row["config"]["memory_cap_mb"] = 700
+    run = _rewrite(make_run_dir(tmp_path / "run"), capped)
+    warning = ("peak RSS 350.0 MiB + 120% headroom = 770 MiB is above the memory cap 700 MiB the configuration was "
+               "measured under: the snippet's limit is the cap, 700 MiB (100% headroom over the peak RSS)")
+    paths = generate(run, headroom=1.2)
+    rec = json.loads(paths["recommendation"].read_text())
+    assert rec["deployment"]["warnings"] == [warning] and rec["deployment"]["memory_limit_mib"] == 700
+    assert f"> **Warning (deployment snippet):** {warning}." in paths["markdown"].read_text()
+    assert f"Deployment snippet: {warning}." in unescape(paths["html"].read_text())
+    assert "limit 700 MiB (from the peak RSS)" in rec["answer"]
+
+
+def test_a_tie_on_latency_and_a_busy_machine_are_told(tmp_path: Path) -> None:
+    def tied(rows: list[dict]) -> None:
+        for row in rows:
+            if row["run_id"] == RUN_IDS["base-f32"]:
+                row["metrics"].update(peak_rss_mb=355.0, foreign_cpu_fraction=0.31)
+    data = build.build(_rewrite(make_run_dir(tmp_path / "run"), tied))
+    tie = data["recommendation"]["tie"]
+    assert tie["decided_by"] == "memory" and tie["run_ids"] == [RUN_IDS["base-f32"]]
+    assert tie["text"].startswith("base int8 t2, base float32 t2 are indistinguishable on warm latency by the test "
+                                  "`harness compare` uses (base float32 t2 against base int8 t2: foreign CPU load 31% "
+                                  "while running; 3 vs 3 timings; at least 6 per side are needed)")
+    markdown = render_markdown(data)
+    assert f"Tie: {tie['text']}." in markdown
+    assert "> Measured while the machine was busy: base float32 t2: foreign CPU load 31.0 %." in markdown
+    verdicts = {row["run_id"]: row["verdict"] for row in data["table"]}
+    assert verdicts[RUN_IDS["base-int8"]].startswith("recommended: meets every budget with the least memory; tie: ")

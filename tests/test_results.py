@@ -63,10 +63,12 @@ def test_summary_csv_columns_keep_their_order_and_show_foreign_load(tmp_path: Pa
     with open(tmp_path / "s.csv", newline="") as f:
         header, first, second = list(csv.reader(f))
     assert header == ["run_id", "status", "backend", "model", "quantization", "threads", "pinning", "chunking",
-                      "peak_rss_mb", "rss_after_load_mb", "load_s", "first_latency_s", "latency_p50_s", "latency_p95_s",
+                      "cpu_limit", "peak_rss_mb", "probe_peak_rss_mb", "rss_after_load_mb", "peak_anon_mb", "cgroup_peak_mb",
+                      "working_set_peak_mb", "min_limit_mb", "throttled_s", "load_s", "first_latency_s", "latency_p50_s", "latency_p95_s",
                       "rtf", "chunk_latency_p95_s", "lag_max_s", "final_latency_p95_s", "foreign_cpu_fraction",
-                      "wer_en", "cer_en", "wer_pt", "cer_pt", "reason"]
-    assert header[:-5] == list(store.SUMMARY_COLUMNS)
+                      *(f"{name}_{lang}" for lang in ("en", "pt") for name in
+                        ("wer", "cer", "wer_ci_low", "wer_ci_high", "cer_ci_low", "cer_ci_high", "flagged")), "reason"]
+    assert header[:-15] == list(store.SUMMARY_COLUMNS)
     row_a, row_b = dict(zip(header, first)), dict(zip(header, second))
     assert (row_a["foreign_cpu_fraction"], row_a["rtf"], row_a["wer_en"], row_a["wer_pt"]) == ("0.07", "0.2", "0.1", "")
     assert (row_b["foreign_cpu_fraction"], row_b["wer_en"], row_b["wer_pt"], row_b["threads"]) == ("", "", "0.3", "2")

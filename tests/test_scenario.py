@@ -113,7 +113,7 @@ def test_cpu_lists() -> None:
         (MINIMAL + "budgets: {wer: {en: 10}}\n", ["budgets.wer.en", "fraction"]),
         # Budgets are the registry's budgetable metrics (harness.metrics): foreign load is shown, not budgeted.
         (MINIMAL + "budgets: {foreign_cpu_fraction: 0.1}\n",
-         ["unknown key 'budgets.foreign_cpu_fraction'", "peak_rss_mb, rss_after_load_mb, load_s, first_latency_s, "
+         ["unknown key 'budgets.foreign_cpu_fraction'", "peak_rss_mb, rss_after_load_mb, peak_anon_mb, working_set_peak_mb, min_limit_mb, load_s, first_latency_s, "
           "latency_p50_s, latency_p95_s, rtf, wer, cer, wer_increase_vs"]),
         (MINIMAL + "languages: [english]\n", ["field 'languages[0]'", "'english'"]),
         (MINIMAL + "exclude: [{model: tiny.en}, {model: base}]\n", ["every configuration", "excluded"]),

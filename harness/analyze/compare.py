@@ -4,7 +4,8 @@ Which metrics are judged, and by which judge, comes from the metric registry (ha
 Noise-aware: warm latency and RTF are `worse` only when the ratio of medians passes a threshold AND
 the per-timing samples differ significantly (two-sided Mann-Whitney U); with too few timings the
 evidence is reported as insufficient. Peak RSS is `worse` only past both a relative and an absolute
-margin. WER is compared in absolute points per language. Any ok -> oom/error/timeout is a regression.
+margin. WER is compared in absolute points per language, on the 95 % interval of the increase (paired
+on the shared utterances). Any ok -> oom/error/timeout is a regression.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 
 from harness import metrics as registry
 from harness import store
+from harness.analyze import uncertainty
 from harness.contract import machine_class
 from harness.errors import UserError
 
@@ -31,6 +33,10 @@ DEFAULT_POLICY: dict[str, Any] = {
                 **{f"max_{m.name}": m.limit for m in registry.judged(registry.NOISE)}},
     "wer": {"max_increase_points": 1.0},
     "status_regressions": ["oom", "error", "timeout"],
+    # `history:DIR` baselines (harness.analyze.history_baseline): runs needed for a verdict, how many
+    # robust standard deviations of the window a memory increase must also pass, and whether too short
+    # a history fails the gate.
+    "history": {"min_runs": 3, "spread_factor": 3.0, "no_history_is_regression": False},
 }
 # What a TIMING judge compares: one value per warm timing of the row (sample, its timing in seconds).
 PER_TIMING = {
@@ -38,7 +44,7 @@ PER_TIMING = {
     "rtf": lambda sample, t: t / sample["audio_s"] if sample.get("audio_s") else t,
 }
 assert all(m.name in PER_TIMING for m in registry.judged(registry.TIMING)), "a TIMING metric needs its per-timing values"
-VERDICTS = ("better", "worse", "within noise", "insufficient evidence", "new", "missing")
+VERDICTS = ("better", "worse", "within noise", "unchanged", "changed", "insufficient evidence", "new", "missing")
 
 
 def load_policy(path: Path | None) -> dict[str, Any]:
@@ -121,12 +127,23 @@ def _memory_verdict(b: dict[str, Any], c: dict[str, Any], metric: registry.Metri
     return {"verdict": verdict, "baseline": base, "current": cur, "delta": round(delta, 1), "detail": detail}
 
 
-def _accuracy_verdict(base: float, cur: float, policy: dict[str, Any]) -> dict[str, Any]:
-    points = 100 * (cur - base)
-    limit = policy["wer"]["max_increase_points"]
-    verdict = "worse" if points > limit else "better" if points < -limit else "within noise"
-    return {"verdict": verdict, "baseline": base, "current": cur, "delta_points": round(points, 2),
-            "detail": f"{points:+.1f} points"}
+def _accuracy_verdict(b: dict[str, Any], c: dict[str, Any], lang: str, base: float, cur: float,
+                      policy: dict[str, Any]) -> dict[str, Any]:
+    """WER judged on the 95 % interval of the increase (harness.analyze.uncertainty.row_difference: paired
+    on the utterances both runs transcribed, unpaired when they share none): worse only when the whole
+    interval lies above max_increase_points, better when it lies below -max_increase_points, within noise
+    when it lies between; otherwise the data cannot tell (insufficient evidence). The detail says which
+    comparison was made, on how much speech."""
+    limit = policy["wer"]["max_increase_points"] / 100
+    d = uncertainty.row_difference(b, c, lang)
+    out = {"baseline": base, "current": cur, "delta_points": round(100 * (cur - base), 2), "method": d["method"]}
+    if d["method"] == "none":
+        return {**out, "verdict": "insufficient evidence", "detail": f"{100 * (cur - base):+.1f} points; {d['note']}"}
+    low, high = d["ci"]
+    verdict = ("worse" if low > limit else "better" if high < -limit else "within noise" if -limit <= low and high <= limit
+               else "insufficient evidence")
+    return {**out, "verdict": verdict, "ci_points": [round(100 * low, 2), round(100 * high, 2)],
+            "detail": f"{100 * d['increase']:+.1f} points, 95 % CI [{100 * low:+.1f}, {100 * high:+.1f}], {d['note']}"}
 
 
 def compare_rows(baseline: list[dict[str, Any]], current: list[dict[str, Any]], policy: dict[str, Any]) -> dict[str, Any]:
@@ -141,33 +158,50 @@ def compare_rows(baseline: list[dict[str, Any]], current: list[dict[str, Any]], 
                                           "baseline": b and b["status"], "current": c and c["status"], "detail": ""}
         else:
             entry["metrics"] = _compare_pair(b, c, policy)
-        entry["regression"] = any(m["verdict"] == "worse" for m in entry["metrics"].values()) or (
-            policy["latency"]["insufficient_is_regression"]
-            and any(m["verdict"] == "insufficient evidence" for m in entry["metrics"].values()))
+        entry["regression"] = regressed(entry["metrics"], policy)
         configs.append(entry)
-    return {"policy": policy, "configs": configs, "regression": any(e["regression"] for e in configs)}
+    warnings = []
+    if base_by_id and base_by_id == cur_by_id:
+        warnings.append("the baseline and the current run are the same run (identical rows): nothing was compared "
+                        "with anything else")
+    for side, rows in (("baseline", base_by_id), ("current", cur_by_id)):
+        busy = [f"{store.short_name(r)} ({', '.join(f'{m.noun} {m.cell(v)}' for m, v in registry.noisy(r))})"
+                for r in rows.values() if registry.noisy(r)]
+        if busy:
+            warnings.append(f"{side} measured while the machine was busy: {'; '.join(busy)}; its timings are not "
+                            "evidence (insufficient evidence)")
+    return {"policy": policy, "configs": configs, "regression": any(e["regression"] for e in configs),
+            "warnings": warnings}
+
+
+def regressed(verdicts: dict[str, dict[str, Any]], policy: dict[str, Any]) -> bool:
+    """A configuration's verdicts make a regression: one is worse (or, by policy, a timing with insufficient
+    evidence; WER's insufficient evidence is a matter of how much speech was measured, never a regression)."""
+    timing = {m.verdict_key for m in registry.judged(registry.TIMING)}
+    return any(m["verdict"] == "worse" for m in verdicts.values()) or (
+        policy["latency"]["insufficient_is_regression"]
+        and any(m["verdict"] == "insufficient evidence" for key, m in verdicts.items() if key in timing))
 
 
 def _compare_pair(b: dict[str, Any], c: dict[str, Any], policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     flipped = b["status"] == "ok" and c["status"] in policy["status_regressions"]
     recovered = b["status"] in policy["status_regressions"] and c["status"] == "ok"
-    out["status"] = {"verdict": "worse" if flipped else "better" if recovered else "within noise",
+    out["status"] = {"verdict": "worse" if flipped else "better" if recovered
+                     else "unchanged" if b["status"] == c["status"] else "changed",
                      "baseline": b["status"], "current": c["status"],
                      "detail": f"{b['status']} -> {c['status']}" + (f": {c['reason'].splitlines()[0]}" if flipped and c.get("reason") else "")}
     if b["status"] != "ok" or c["status"] != "ok":
         return out
     # Which metrics are judged, and by which judge, is the registry's (harness.metrics `compare`), in its order.
-    noise = [(m, max(m.value(b) or 0, m.value(c) or 0)) for m in registry.judged(registry.NOISE)]
-    noise = [(m, taken) for m, taken in noise if taken > policy["latency"].get(f"max_{m.name}", m.limit)]
     for metric in registry.METRICS:
         if metric.compare == registry.MEMORY:
-            out[metric.verdict_key] = _memory_verdict(b, c, metric, policy)
+            if metric.value(b) is not None or metric.value(c) is not None:  # e.g. a fit on neither side
+                out[metric.verdict_key] = _memory_verdict(b, c, metric, policy)
         elif metric.compare == registry.TIMING:
-            verdict = _timing_verdict(_per_timing(b, metric), _per_timing(c, metric), policy)
-            for m, taken in noise:  # timings taken on a busy machine are not evidence
-                verdict.update(verdict="insufficient evidence", detail=f"{_busy(m, taken)}; " + verdict["detail"])
-            out[metric.verdict_key] = verdict
+            out[metric.verdict_key] = timing_difference(b, c, metric, policy)
+            if metric.name == "rtf":  # shown as summary.csv has it (total warm seconds / total audio seconds)
+                out[metric.verdict_key].update(baseline=metric.value(b), current=metric.value(c))
         elif metric.compare == registry.ACCURACY:
             langs = set(b["metrics"].get("languages", {})) | set(c["metrics"].get("languages", {}))
             for lang in sorted(langs):
@@ -176,8 +210,20 @@ def _compare_pair(b: dict[str, Any], c: dict[str, Any], policy: dict[str, Any]) 
                 if bv is None or cv is None:
                     out[key] = {"verdict": "new" if bv is None else "missing", "baseline": bv, "current": cv, "detail": ""}
                 else:
-                    out[key] = _accuracy_verdict(bv, cv, policy)
+                    out[key] = _accuracy_verdict(b, c, lang, bv, cv, policy)
     return out
+
+
+def timing_difference(b: dict[str, Any], c: dict[str, Any], metric: registry.Metric,
+                      policy: dict[str, Any] = DEFAULT_POLICY) -> dict[str, Any]:
+    """The TIMING judge between two ok rows (also the recommendation's test for a latency tie): ratio of
+    medians and Mann-Whitney U of the per-timing values; timings taken on a busy machine are not evidence."""
+    verdict = _timing_verdict(_per_timing(b, metric), _per_timing(c, metric), policy)
+    for m in registry.judged(registry.NOISE):
+        taken = max(m.value(b) or 0, m.value(c) or 0)
+        if taken > policy["latency"].get(f"max_{m.name}", m.limit):
+            verdict.update(verdict="insufficient evidence", detail=f"{_busy(m, taken)}; " + verdict["detail"])
+    return verdict
 
 
 def _busy(metric: registry.Metric, taken: float) -> str:
@@ -216,20 +262,45 @@ def to_text(report: dict[str, Any], markdown: bool = False) -> str:
         lines += [f"## Comparison: {verdict}", "", f"Baseline `{report['baseline']}`, current `{report['current']}`.", ""]
         if report.get("machine_mismatch"):
             lines += [f"> **Machine mismatch**: {report['machine']['baseline']} vs {report['machine']['current']}.", ""]
-        lines += ["| configuration | metric | verdict | baseline | current | detail |", "|---|---|---|---:|---:|---|"]
+        if report.get("note"):  # e.g. "no history for machine class X: 2 runs"
+            lines += [f"> {report['note']}", ""]
+        lines += [f"> **Warning**: {w}.\n" for w in report.get("warnings", [])]
+        lines += [f"{STATISTICS_NOTE}", "", "| " + " | ".join(HEADER) + " |", "|---|---|---|---:|---:|---|"]
     else:
         lines += [f"comparison: {verdict}  (baseline {report['baseline']}, current {report['current']})"]
         if report.get("machine_mismatch"):
             lines += [f"MACHINE MISMATCH: {report['machine']['baseline']} vs {report['machine']['current']}"]
+        if report.get("note"):
+            lines += [report["note"]]
+        lines += [f"warning: {w}" for w in report.get("warnings", [])]
+        lines += [STATISTICS_NOTE, _text_line(HEADER)]
     for entry in report["configs"]:
         for metric, m in entry["metrics"].items():
-            cells = [entry["run_id"], metric, m["verdict"], _show(m.get("baseline")), _show(m.get("current")), m.get("detail", "")]
+            cells = [entry["run_id"], statistic(metric), m["verdict"], _show(m.get("baseline")), _show(m.get("current")),
+                     m.get("detail", "")]
             if markdown:
                 lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
             else:
-                lines.append("  ".join([f"{cells[0]:<58}", f"{cells[1]:<12}", f"{cells[2]:<21}", f"{cells[3]:>9}",
-                                        f"{cells[4]:>9}", cells[5]]))
+                lines.append(_text_line(cells))
     return "\n".join(lines) + "\n"
+
+
+HEADER = ("configuration", "statistic", "verdict", "baseline", "current", "detail")
+STATISTICS_NOTE = ("Latency and RTF are judged on every warm timing (ratio of medians and a Mann-Whitney U test); "
+                   "RTF = warm transcription seconds / audio seconds, as in summary.csv; WER is corpus WER per language.")
+
+
+def statistic(key: str) -> str:
+    """A verdict's key as its column says it: "median warm latency s", "peak RSS MiB", "WER en"."""
+    name, _, lang = key.partition(".")
+    if name == "latency":
+        return "median warm latency s"
+    metric = next((m for m in registry.METRICS if m.verdict_key == name), None)
+    return key if metric is None else metric.header(lang or None)
+
+
+def _text_line(cells: list[str] | tuple[str, ...]) -> str:
+    return "  ".join([f"{cells[0]:<58}", f"{cells[1]:<21}", f"{cells[2]:<21}", f"{cells[3]:>9}", f"{cells[4]:>9}", cells[5]])
 
 
 def _show(value: Any) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from harness.analyze.scoring import Normalization, normalize
+from harness.analyze.scoring import Normalization, default_normalization, normalize
 
 UNITS = ("words", "characters")
 VERDICTS = ("met", "failed", "insufficient data")
@@ -205,12 +205,25 @@ def corpus_rate_ci(samples: Iterable[Mapping[str, Any]], lang: str, how: Normali
                    unit: str = "words", resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95,
                    seed: int = 0) -> dict[str, Any]:
     """One row's corpus WER (CER with unit="characters") of a language with its bootstrap interval:
-    {"rate", "ci", "utterances", "words", "excluded"}; "words" counts characters for characters."""
+    {"rate", "ci", "utterances", "words", "excluded"}; "words" counts characters for characters.
+    Without a single error the bootstrap sees no spread: the upper bound is then at least
+    rule_of_three(words, confidence) (no error in 84 words does not show a WER below 4.4 %)."""
     c = sample_counts(samples, lang, how, unit=unit)
     total = sum(c["words"])
-    return {"rate": sum(c["errors"]) / total if total else math.nan,
-            "ci": bootstrap_ci(c["errors"], c["words"], resamples=resamples, confidence=confidence, seed=seed),
+    low, high = bootstrap_ci(c["errors"], c["words"], resamples=resamples, confidence=confidence, seed=seed)
+    if total and not sum(c["errors"]):
+        high = max(high, rule_of_three(total, confidence))
+    return {"rate": sum(c["errors"]) / total if total else math.nan, "ci": (low, high),
             "utterances": len(c["words"]), "words": total, "excluded": c["excluded"]}
+
+
+def rule_of_three(words: float, confidence: float = 0.95) -> float:
+    """The upper bound of an error rate per word when none was seen in `words` words: -ln(alpha) / words
+    with alpha = (1 - confidence) / 2, the tail a percentile interval leaves above it (Poisson, zero
+    events; "the rule of three" at one-sided 95 %: 3.7 / words here). A bootstrap cannot show errors that
+    no utterance made, so a comparison in which one side never made more errors than the other would
+    otherwise end at exactly 0, however little speech was measured."""
+    return -math.log((1 - confidence) / 2) / words
 
 
 def _nan_difference(**extra: Any) -> dict[str, Any]:
@@ -373,3 +386,60 @@ def words_for_half_width(errors: Sequence[float], words: Sequence[float], half_w
     needed = math.ceil((z * s / (wbar * half_width)) ** 2)
     return {**out, "utterances_needed": needed, "words_needed": math.ceil(needed * wbar),
             "note": f"delta method, z = {z:.3f}, per-utterance residual sd = {s:.3f} errors"}
+
+
+# ---- two result rows -------------------------------------------------------------------------------
+
+def row_normalization(row: Mapping[str, Any], lang: str) -> Normalization:
+    """How a row scored `lang` (data.normalization; the language's default when it records none)."""
+    how = ((row.get("data") or {}).get("normalization") or {}).get(lang)
+    return Normalization(**how) if how else default_normalization(lang)
+
+
+def row_difference(a: Mapping[str, Any], b: Mapping[str, Any], lang: str, *, resamples: int = DEFAULT_RESAMPLES,
+                   seed: int = 0) -> dict[str, Any]:
+    """How much row b's WER in `lang` exceeds row a's, with its 95 % interval, from the rows' transcripts:
+    the paired bootstrap on the utterances both transcribed (same id, same normalized reference), the
+    unpaired one when they share none. Never silent about the data: "method" is "paired", "unpaired"
+    or "none" (no verdict possible: no transcripts, or the rows were scored with different
+    normalizations), and "note" says which, on how much speech, and what was left out.
+
+    Paired, "ci" is the bootstrap interval ("bootstrap_ci") widened by the rule_of_three bound on a side
+    no utterance shows (b never worse, or never better, than a: errors it may make that none showed).
+
+    Returns paired_difference's or unpaired_difference's fields plus "only_a", "only_b",
+    "reference_differs" (utterances left out of a paired comparison) and "note"."""
+    how = row_normalization(a, lang)
+    if how != row_normalization(b, lang):
+        return {**_nan_difference(method="none", words=0), "only_a": 0, "only_b": 0, "reference_differs": 0,
+                "note": f"not compared: the rows scored {lang} differently ({how} vs {row_normalization(b, lang)})"}
+    pairs = paired_from_samples(a.get("samples") or [], b.get("samples") or [], lang, how)
+    left = {k: pairs[k] for k in ("only_a", "only_b", "reference_differs")}
+    if pairs["shared"]:
+        d = paired_difference(pairs["a_errors"], pairs["b_errors"], pairs["words"], resamples=resamples, seed=seed)
+        # The errors no utterance showed are bounded by the rule of three, not by 0: identical transcripts
+        # of 84 words do not show that int8 costs less than 2 points.
+        unseen = rule_of_three(d["words"], d["confidence"])
+        low, high = d["bootstrap_ci"] = d["ci"]
+        pairs_ab = list(zip(pairs["a_errors"], pairs["b_errors"]))
+        d["ci"] = (low - (0 if any(eb < ea for ea, eb in pairs_ab) else unseen),
+                   high + (0 if any(eb > ea for ea, eb in pairs_ab) else unseen))
+        out = [f"{n} {what}" for what, n in (("only in the first", left["only_a"]), ("only in the second", left["only_b"]),
+                                             ("with a changed reference", left["reference_differs"])) if n]
+        return {**d, **left, "note": f"paired on {d['utterances']} shared utterances, {d['words']} words"
+                + (f"; left out: {', '.join(out)}" if out else "")}
+    ca, cb = (sample_counts(r.get("samples") or [], lang, how) for r in (a, b))
+    if not (ca["words"] and cb["words"]):
+        return {**_nan_difference(method="none", words=0), **left, "note": "not compared: no per-utterance transcripts"}
+    d = unpaired_difference(ca["errors"], ca["words"], cb["errors"], cb["words"], resamples=resamples, seed=seed)
+    return {**d, **left, "words": min(d["words_a"], d["words_b"]),
+            "note": f"unpaired: the runs share no utterance ({d['utterances_a']} vs {d['utterances_b']} utterances)"}
+
+
+def budget_verdict(difference: Mapping[str, Any], allowed: float) -> dict[str, Any]:
+    """A `wer_increase_vs`-style limit on a row_difference: {"verdict": met | failed | insufficient
+    data, "needed": words_needed(...) (how much speech would settle an insufficient one)}."""
+    utterances = difference.get("utterances", difference.get("utterances_b"))
+    return {"verdict": verdict_within(difference["ci"], allowed),
+            "needed": words_needed(difference["increase"], difference["ci"], difference.get("words") or 0, allowed,
+                                   utterances=utterances)}

@@ -75,8 +75,9 @@ class BackendInfo:
     # adapter's `load` takes (a backend whose quantization is a file format converts to it here) (offline packs, conversions, caches, a download when online). Raises
     # harness.weights.models.ModelUnavailable saying what to install or where to put the files.
     resolve_model: Callable[[str, str], LocalModel]
-    # (model, quantization, threads) -> the Python lines that load the model the way it was measured.
-    deploy_python: Callable[[str, str, int], str]
+    # (model, quantization, threads, the row's config.model_source) -> the Python lines that load the model
+    # the way it was measured.
+    deploy_python: Callable[[str, str, int, str | None], str]
     # The adapter: "package.module:Class" (imported in the worker child only) or a callable returning one.
     adapter: str | Callable[[], Backend]
     cpu_unsupported: Mapping[str, str] = field(default_factory=dict)  # quantization -> why not on a CPU

@@ -45,15 +45,24 @@ def resolve_model(model: str, quantization: str = "int8") -> LocalModel:
     return models.resolve(model)
 
 
-def deploy_python(model: str, quantization: str, threads: int) -> str:
-    if model in HUB_REPOS:
-        where = (f"# {model!r} is {HUB_REPOS[model]} on the Hugging Face hub, downloaded on first use when online "
-                 "(offline: give the path of a CTranslate2 directory instead)")
+def deploy_python(model: str, quantization: str, threads: int, source: str | None = None) -> str:
+    """Loads what was measured: an offline pack from a copy of its directory, a directory by its path, a
+    hub model by its name."""
+    hub = f"{model!r} is {HUB_REPOS[model]} on the Hugging Face hub" if model in HUB_REPOS else None
+    if hub and source and source.startswith("offline pack"):
+        load = f"whisper-{model}"
+        where = (f"# measured from the {source}: `harness models convert {model} --to faster-whisper --out {load}` "
+                 f"copies its CTranslate2 directory;\n# online, {hub}: WhisperModel({model!r}, ...) downloads it "
+                 "on first use")
+    elif hub:
+        load = model
+        where = (f"# {hub}, downloaded on first use when online (offline: give the path of a CTranslate2 "
+                 "directory instead)")
     else:
-        where = f"# {model!r}: the CTranslate2 directory that was measured"
+        load, where = model, f"# {model!r}: the CTranslate2 directory that was measured"
     return (f"{where}\n"
             "from faster_whisper import WhisperModel\n"
-            f"model = WhisperModel({model!r}, device=\"cpu\", compute_type={quantization!r}, "
+            f"model = WhisperModel({load!r}, device=\"cpu\", compute_type={quantization!r}, "
             f"cpu_threads={threads}, num_workers=1)")
 
 

@@ -37,8 +37,13 @@ def resolve_model(model: str, quantization: str = "float32") -> LocalModel:
     return models.openai_checkpoint(model)
 
 
-def deploy_python(model: str, quantization: str, threads: int) -> str:
-    if model in OFFICIAL_MODELS:
+def deploy_python(model: str, quantization: str, threads: int, source: str | None = None) -> str:
+    if model in OFFICIAL_MODELS and source and source.startswith("converted"):
+        load = f"{model}.pt"
+        lines = [f"# measured on a conversion of the CTranslate2 weights ({source}): `harness models convert {model} "
+                 f"--out {load}` writes it;", f"# online, whisper.load_model({model!r}) downloads OpenAI's {model}.pt "
+                 "instead"]
+    elif model in OFFICIAL_MODELS:
         load = model
         lines = [f"# {model!r} is OpenAI's {model}.pt, downloaded by whisper.load_model on first use when online "
                  f"(offline: `harness models convert {model}` writes it from the CTranslate2 weights; give its path)"]

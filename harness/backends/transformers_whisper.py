@@ -65,7 +65,8 @@ def resolve_model(model: str, quantization: str = "float32") -> LocalModel:
     return models.LocalModel(model, hf.convert_cached(model, allow_download=True), f"converted from {ct2.source}")
 
 
-def deploy_python(model: str, quantization: str, threads: int) -> str:
+def deploy_python(model: str, quantization: str, threads: int, source: str | None = None) -> str:
+    """`source` changes nothing: this backend always loads a local file of its own format."""
     if is_transformers_folder(Path(model).expanduser()):
         folder, lines = model, ["# the transformers folder that was measured"]
     else:

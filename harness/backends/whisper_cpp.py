@@ -55,7 +55,8 @@ def resolve_model(model: str, quantization: str) -> LocalModel:
     return ggml.local_model(model, quantization)
 
 
-def deploy_python(model: str, quantization: str, threads: int) -> str:
+def deploy_python(model: str, quantization: str, threads: int, source: str | None = None) -> str:
+    """`source` changes nothing: this backend always loads a local file of its own format."""
     name = model.rstrip("/").rsplit("/", 1)[-1]
     return "\n".join([
         f"# the ggml file that was measured: `harness models convert {model} --to whisper.cpp --quantization "

@@ -70,7 +70,9 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
     backend = backends.get(spec["backend"])
     phases["imported"] = time.monotonic()
 
-    audio = {s["id"]: decode(s["audio"]) for s in job["samples"]}
+    # A max_audio_s probe is decoded at its turn, after the timed samples: their figures stay their own.
+    probes = [s for s in job["samples"] if s.get("probe")]
+    audio = {s["id"]: decode(s["audio"]) for s in job["samples"] if s not in probes}
     phases["audio_decoded"] = time.monotonic()
 
     start = time.perf_counter()
@@ -108,11 +110,11 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
             record["pieces"] = texts
         return stream.merge(texts, chunking["buffer"])
 
-    runnable = [s for s in job["samples"] if backend.supports_language(s["lang"])]
+    runnable = [s for s in job["samples"] if s not in probes and backend.supports_language(s["lang"])]
     results: list[dict[str, Any]] = [
         {"id": s["id"], "lang": s["lang"], "audio_s": len(audio[s["id"]]) / 16000,
          "skipped": f"model {spec['model']} is English-only; cannot transcribe {s['lang']}"}
-        for s in job["samples"] if s not in runnable
+        for s in job["samples"] if s not in runnable and s not in probes
     ]
     first_latency = None
     if runnable:
@@ -137,6 +139,15 @@ def measure(job: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
                             "audio_s": len(audio[sample["id"]]) / 16000,
                             "latency_s": latencies, "hypothesis": text, "windows": windows[sample["id"]],
                             **piece_timings.get(sample["id"], {})})
+        probes = [s for s in probes if backend.supports_language(s["lang"])]
+        if probes:
+            phases["probe_start"] = time.monotonic()
+        for sample in probes:  # once each, untimed for the statistics: the longest request's memory
+            audio[sample["id"]] = decode(sample["audio"])
+            text, seconds = transcribe(sample)
+            results.append({"id": sample["id"], "lang": sample["lang"], "audio_s": len(audio.pop(sample["id"])) / 16000,
+                            "latency_s": [seconds], "hypothesis": text, "windows": windows[sample["id"]],
+                            "probe": True})
     phases["done"] = time.monotonic()
 
     pools = threadpoolctl.threadpool_info()

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import wave
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
@@ -67,6 +67,7 @@ class Sample:
     duration_s: float | None = None
     channels: int = 1
     sample_rate: int = SAMPLE_RATE
+    probe: bool = False  # the max_audio_s probe recording (harness.data.probe): outside the latency statistics
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "lang": self.lang, "audio": self.audio, "text": self.text,
@@ -118,7 +119,7 @@ def _read_manifest(path: Path, name: str | None, lang: str | None, notes: list[s
         if sample_id is None:
             derived[len(samples)] = (audio_field, entry[audio_field], number)
         samples.append(Sample(
-            id=sample_id or "", lang=code, audio=str(audio), text=entry[text_field],
+            id=sample_id or "", lang=code, audio=str(audio), text=entry[text_field] or "",
             dataset=name,
             synthetic=style == "harness" and entry.get("synthetic") is True,
             duration_s=float(duration) if duration is not None else info.duration_s,
@@ -142,7 +143,10 @@ def _fields(entry: dict[str, Any], style: str, where: str) -> tuple[str | None, 
                 raise UserError(f"{where}: field '{key}': missing or empty (got {entry.get(key)!r}); {every}")
 
     if style == "harness":
-        required(("id", "audio", "text"), f"every line needs non-empty strings {', '.join(REQUIRED_FIELDS)}")
+        untranscribed = "text" in entry and entry["text"] is None  # audio without a transcript: no WER
+        required(("id", "audio") if untranscribed else ("id", "audio", "text"),
+                 f"every line needs non-empty strings {', '.join(REQUIRED_FIELDS)} (text null: audio without a "
+                 "transcript, measured for memory and latency only)")
         _check_optional_fields(entry, where)
         return entry["id"], "audio", "text", "duration_s"
     if style == "nemo":
@@ -506,18 +510,26 @@ def _compose_lengths(wavs: list[Path], texts: list[str], out: Path, generator: s
     durations = []
     for wav in wavs:
         with wave.open(str(wav)) as w:
-            durations.append(w.getnframes() / w.getframerate() + LONG_FORM_PAUSE_S)
+            durations.append(w.getnframes() / w.getframerate())
     entries = []
     for name, target_s in LENGTHS_S.items():
-        picked, total = [], 0.0
-        while total < target_s:
-            i = len(picked) % len(wavs)
-            picked.append(i)
-            total += durations[i]
+        picked = cycle_to_length(durations.__getitem__, len(durations), target_s, LONG_FORM_PAUSE_S)
         wav = _join([wavs[i] for i in picked], out / f"en_synth_{name}.wav", LONG_FORM_PAUSE_S)
         entries.append(_entry(wav.stem, "en", wav, " ".join(texts[i] for i in picked),
                               f"{generator}; {len(picked)} utterances joined with {LONG_FORM_PAUSE_S} s pauses"))
     return entries
+
+
+def cycle_to_length(duration: Callable[[int], float], count: int, target_s: float, pause_s: float) -> list[int]:
+    """Which of `count` clips (indices, in order, again from the start when they run out) make a recording
+    of at least `target_s` seconds with `pause_s` between them; it ends after a whole clip. `duration(i)` is
+    asked only for the clips picked."""
+    picked: list[int] = []
+    total = -pause_s  # no pause after the last clip
+    while total < target_s:
+        picked.append(len(picked) % count)
+        total += duration(picked[-1]) + pause_s
+    return picked
 
 
 def _join(wavs: list[Path], target: Path, pause_s: float) -> Path:

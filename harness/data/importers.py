@@ -6,6 +6,10 @@ DIR/manifest.jsonl with relative paths, durations and sha256 sums. A clip whose 
 undecodable, or whose transcript is empty, is left out with a warning naming it; a layout that is not
 the corpus's (no TSV, a missing column) is an error naming the file.
 
+A user's own recordings (`generic`) may come without transcripts (no transcript column or an empty
+cell, no .txt beside a file): they are imported with `"text": null`, for memory and latency only, and
+their WER is absent (not zero) wherever it is shown.
+
 Ids come from the corpus (or a user's CSV) and are kept as they are in the manifest, but audio files
 are named by a slug of the id (`_file_name`), never by the id itself. DIR is checked before anything
 is read or copied (`_check_out`); --force replaces only a folder an earlier import wrote.
@@ -42,7 +46,7 @@ MAX_NAME = 80  # characters of an id kept in its audio file's name
 class Entry:
     id: str
     audio: Path | None  # None: the row names no audio file (left out with a warning)
-    text: str
+    text: str | None  # None: no transcript (generic only): measured for memory and latency, no WER
     lang: str | None = None  # None: the --lang of the import
     where: str = ""  # file:line the entry came from, for messages
 
@@ -143,8 +147,9 @@ def librispeech(src: Path, split: str) -> Iterator[Entry]:
 
 
 def generic(src: Path, split: str) -> Iterator[Entry]:
-    """A CSV (with a header) or JSONL file with an audio path and a transcript per row (paths relative
-    to the file; optional `id`, `lang`), or a folder of audio files each with a same-named `.txt`."""
+    """A CSV (with a header) or JSONL file with an audio path and, optionally, a transcript per row
+    (paths relative to the file; optional `id`, `lang`), or a folder of audio files, each with a
+    same-named `.txt` where it has a transcript."""
     if src.is_dir():
         yield from _audio_folder(src)
         return
@@ -160,14 +165,15 @@ def generic(src: Path, split: str) -> Iterator[Entry]:
         audio_key = (next((k for k in GENERIC_AUDIO_COLUMNS if row.get(k)), None)
                      or next((k for k in GENERIC_AUDIO_COLUMNS if k in row), None))
         text_key = next((k for k in GENERIC_TEXT_COLUMNS if k in row), None)
-        if audio_key is None or text_key is None:
-            raise UserError(f"{where}: needs an audio column ({' | '.join(GENERIC_AUDIO_COLUMNS)}) and a transcript "
-                            f"column ({' | '.join(GENERIC_TEXT_COLUMNS)}); got {', '.join(row) or 'none'}")
+        if audio_key is None:
+            raise UserError(f"{where}: needs an audio column ({' | '.join(GENERIC_AUDIO_COLUMNS)}) and optionally a "
+                            f"transcript column ({' | '.join(GENERIC_TEXT_COLUMNS)}); got {', '.join(row) or 'none'}")
         for key in (audio_key, text_key):  # JSONL may hold numbers, lists, ...
-            if row[key] is not None and not isinstance(row[key], str):
+            if key is not None and row[key] is not None and not isinstance(row[key], str):
                 raise UserError(f"{where}: field '{key}': expected a string, got {row[key]!r}")
         audio = _audio_path(src.parent, row[audio_key] or "")
-        yield Entry(str(row.get("id") or (audio.stem if audio else "")), audio, row[text_key] or "",
+        text = row[text_key] if text_key is not None else None
+        yield Entry(str(row.get("id") or (audio.stem if audio else "")), audio, text if text and text.strip() else None,
                     lang=str(row["lang"]) if row.get("lang") else None, where=where)
 
 
@@ -192,11 +198,10 @@ def _audio_folder(src: Path) -> Iterator[Entry]:
         raise UserError(f"{src}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
     for audio in audio_files:
         transcript = audio.with_suffix(".txt")
-        if not transcript.is_file():
-            warnings.warn(f"{audio}: left out, no transcript {transcript.name} beside it", stacklevel=2)
-            continue
-        yield Entry(_unicode(str(audio.relative_to(src).with_suffix("")).replace(os.sep, "_")), audio,
-                    "\n".join(line.rstrip("\r\n") for _, line in text_lines(transcript)).strip(), where=str(transcript))
+        text = ("\n".join(line.rstrip("\r\n") for _, line in text_lines(transcript)).strip()
+                if transcript.is_file() else None)
+        yield Entry(_unicode(str(audio.relative_to(src).with_suffix("")).replace(os.sep, "_")), audio, text or None,
+                    where=str(transcript if transcript.is_file() else audio))
 
 
 def _unicode(text: str) -> str:
@@ -233,6 +238,7 @@ def import_dataset(kind: str, src: Path, lang: str, out: Path, split: str | None
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create {tmp.parent / tmp.name}: {exc.strerror or exc}") from None
     lines: list[str] = []
+    untranscribed = 0
     skipped: list[str] = []
     seen: set[str] = set()
     names: set[str] = set()  # audio file names given so far, lowercased
@@ -251,6 +257,7 @@ def import_dataset(kind: str, src: Path, lang: str, out: Path, split: str | None
                 skipped.append(f"{entry.where}: {why_not}")
                 continue
             seen.add(entry.id)
+            untranscribed += entry.text is None
             lines.append(json.dumps(_copy(entry, lang, tmp, kind, info.duration_s, names), ensure_ascii=False))
         if not lines:
             raise UserError(f"{src}: no usable clips to import" + (f" ({len(skipped)} left out: {skipped[0]})" if skipped else ""))
@@ -267,6 +274,9 @@ def import_dataset(kind: str, src: Path, lang: str, out: Path, split: str | None
     if skipped:
         named = "; ".join(skipped[:MAX_SKIPS_NAMED]) + (f"; and {len(skipped) - MAX_SKIPS_NAMED} more" if len(skipped) > MAX_SKIPS_NAMED else "")
         warnings.warn(f"{len(skipped)} clip(s) left out: {named}", stacklevel=2)
+    if untranscribed:
+        warnings.warn(f"{untranscribed} of {len(lines)} clip(s) have no transcript (\"text\": null): they are measured for "
+                      "memory and latency only, and their WER is absent", stacklevel=2)
     return out / "manifest.jsonl"
 
 
@@ -312,7 +322,7 @@ def _previous_import(folder: Path) -> bool:
 
 
 def _unusable(entry: Entry, seen: set[str]) -> str | None:
-    if not entry.text.strip():
+    if entry.text is not None and not entry.text.strip():
         return "empty transcript"
     if entry.lang is not None and entry.lang not in LANGUAGES:
         return f"unknown language code {entry.lang!r}"
@@ -333,7 +343,8 @@ def _copy(entry: Entry, lang: str, out: Path, kind: str, duration_s: float | Non
     if target.resolve().parent != audio_dir.resolve():  # cannot happen with _file_name's names; never write elsewhere
         raise UserError(f"{entry.where}: id {entry.id!r} gives a file name outside {audio_dir}")
     shutil.copyfile(entry.audio, target)
-    return {"id": entry.id, "lang": entry.lang or lang, "audio": f"audio/{target.name}", "text": entry.text.strip(),
+    return {"id": entry.id, "lang": entry.lang or lang, "audio": f"audio/{target.name}",
+            "text": None if entry.text is None else entry.text.strip(),
             "duration_s": None if duration_s is None else round(duration_s, 3),
             "sha256": hashlib.sha256(target.read_bytes()).hexdigest(), "source": _unicode(f"{kind}: {entry.where}")}
 

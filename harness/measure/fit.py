@@ -3,7 +3,11 @@
 Peak RSS is not the limit a pod needs: under a cgroup limit the kernel reclaims clean page cache (the
 model file, the shared libraries) before it OOM-kills, and a limit that is too tight shows first as a
 slowdown (pages read again and again), then as an OOM kill. So for each configuration that measured
-`ok`, the limit is found by bisection, every step a real isolated run through the executor interface:
+`ok`, the limit is found by bisection, every step a real isolated run. The whole fit of one configuration
+is one job (`Job.fit`) handed to the executor, so it runs on one node (this machine, or a Ray node of the
+machine class that measured the configuration: the limit is that machine's), each step a fresh worker
+there under a kernel-enforced cgroup limit (`fit_here`); fits of several configurations run at once when
+the executor has several slots:
 
 1. the reference, run twice: the configuration without a limit, with a cold page cache, on its longest
    sample per language (a cold transcription, then one timed repetition); its cgroup peak charge is the
@@ -23,24 +27,26 @@ The fitted configuration's row is superseded by a new row with the same run id: 
 `metrics.fit` (harness.measure.record.with_fit). Readers take the later row of a run id in the earlier
 one's place (harness.store.read_run), so every reader (report, compare, recommendation) finds the fit
 on the configuration's own row, and results.jsonl stays append-only (the measured row is kept above it).
-The steps' own rows go to `fit/<run id>.jsonl` in the run directory, not to results.jsonl.
+The steps' own rows go to `fit/<run id>.jsonl` in the run directory (the latest fit's), not to results.jsonl.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import store
-from harness.contract import SampleRef
+from harness.contract import Job, SampleRef, Status
 from harness.errors import UserError
 from harness.measure import executors, memcap, record
-from harness.measure.executors.base import Executor
+from harness.measure.executors.base import RowSink
 from harness.measure.sweep import make_job
 from harness.plan.scenario import RunSpec, Scenario
 
@@ -89,17 +95,12 @@ class Step:
 
 @dataclass
 class FitProgress:
-    """What a display needs after each step."""
+    """What a display needs when a fit is handed to the executor and when it comes back."""
 
     run_id: str
-    index: int  # configuration number (1-based) ...
+    done: int  # fits finished ...
     total: int  # ... of how many
-    steps: list[Step]
-    low_mb: float | None  # the largest limit that failed (the bracket's bottom)
-    high_mb: float | None  # the smallest limit that passed (the bracket's top)
-    next_mb: float | None  # the limit being run now (None: the reference, or done)
-    done: bool = False
-    estimate_run_s: float | None = None  # the fit's expected cost, once the reference ran
+    row: dict[str, Any] | None  # None: handed to the executor; else the fitted row, or the error row of a fit that could not run
 
 
 @dataclass
@@ -128,12 +129,34 @@ def step_spec(spec: RunSpec, index: int, limit_mb: float | None, timeout_s: floa
                                memory_cap_mb=limit_mb, timeout_s=timeout_s)
 
 
-def fit_configuration(spec: RunSpec, samples: list[SampleRef], data: dict[str, Any], runner: Executor,
-                      step_log: Path | None = None,
-                      on_step: Callable[[list[Step], Bracket | None, float | None, float | None], None] = lambda *a: None,
-                      ) -> dict[str, Any]:
-    """Bisect the memory limit of `spec`; return `metrics.fit`."""
-    chosen = longest_samples(samples)
+def fit_job(spec: RunSpec, samples: list[SampleRef], data: dict[str, Any], measured: dict[str, Any]) -> Job:
+    """The job that fits `spec` on a node of the machine class that measured it (`measured`, its row)."""
+    return make_job(spec, longest_samples(samples), data).model_copy(
+        update={"fit": True, "machine_class": (measured.get("node") or {}).get("machine_class")})
+
+
+def fit_here(job: Job, work_dir: Path, on_row: RowSink, provenance: record.Provenance,
+             measure: Callable[[Job], dict[str, Any]]) -> None:
+    """A fit job on this node (harness.measure.node.run_job): `measure` runs each step in a fresh worker
+    here; the steps' rows go to `work_dir/fit/<run id>.jsonl`; the row handed to `on_row` carries
+    `metrics.fit` (status ok when a limit was found)."""
+    if (problem := requirement_error()) is not None:
+        on_row(record.not_run_row(job, Status.ERROR, str(problem), provenance))
+        return
+    spec = RunSpec(**job.spec)
+    step_log = work_dir / FIT_DIR / f"{spec.run_id}.jsonl"
+    step_log.unlink(missing_ok=True)
+    fit = fit_configuration(spec, job.samples, job.data, measure, step_log)
+    found = fit["min_limit_mb"] is not None
+    row = record.not_run_row(job, Status.OK if found else Status.ERROR, "" if found else fit["reason"], provenance)
+    on_row({**row, "metrics": {**row["metrics"], "fit": fit}})
+
+
+def fit_configuration(spec: RunSpec, samples: list[SampleRef], data: dict[str, Any],
+                      measure: Callable[[Job], dict[str, Any]], step_log: Path) -> dict[str, Any]:
+    """Bisect the memory limit of `spec`, each step's job run by `measure`; return `metrics.fit`."""
+    # The max_audio_s probe, where there is one, is the longest: a fit times it like any sample.
+    chosen = [s.model_copy(update={"probe": False}) for s in longest_samples(samples)]
     steps: list[Step] = []
     started = time.monotonic()
     run_seconds = 0.0
@@ -142,11 +165,9 @@ def fit_configuration(spec: RunSpec, samples: list[SampleRef], data: dict[str, A
     def run(limit_mb: float | None, timeout_s: float) -> Step:
         nonlocal run_seconds, count
         count += 1
-        runner.submit(make_job(step_spec(spec, count, limit_mb, timeout_s), chosen, data))
-        row = runner.next_row(lambda r: None)
-        if step_log is not None:
-            step_log.parent.mkdir(parents=True, exist_ok=True)
-            store.append_row(step_log, row)
+        row = measure(make_job(step_spec(spec, count, limit_mb, timeout_s), chosen, data))
+        step_log.parent.mkdir(parents=True, exist_ok=True)
+        store.append_row(step_log, row)
         m = row["metrics"]
         seconds = m.get("run_seconds") or 0.0
         run_seconds += seconds
@@ -161,16 +182,13 @@ def fit_configuration(spec: RunSpec, samples: list[SampleRef], data: dict[str, A
                 "wall_seconds": round(time.monotonic() - started, 1),
                 "foreign_cpu_fraction_max": round(max(foreign), 4) if foreign else None, **extra}
 
-    on_step(steps, None, None, None)
     reference = run(None, spec.timeout_s)
     steps.append(reference)
     if not reference.passed or reference.cgroup_peak_mb is None or reference.latency_p95_s is None:
         reason = reference.reason or "the unconstrained run gave no cgroup peak or latency"
-        on_step(steps, None, None, None)
         return result(None, reason=f"the unconstrained reference run did not complete: {reason}")
     timeout_s = min(spec.timeout_s, max(MIN_STEP_TIMEOUT_S, STEP_TIMEOUT_FACTOR * reference.run_seconds))
     reference_p95 = [reference.latency_p95_s]
-    on_step(steps, None, None, None)
     again = run(None, spec.timeout_s)  # the reference twice: the faster counts (one run can be slowed down)
     steps.append(again)
     if again.passed and again.latency_p95_s is not None:
@@ -181,9 +199,6 @@ def fit_configuration(spec: RunSpec, samples: list[SampleRef], data: dict[str, A
                       float(math.ceil(reference.cgroup_peak_mb)))
     # The first probe: the peak RSS (anonymous + the file pages it mapped); then halves.
     probe = float(math.ceil(reference.peak_rss_mb or 0))
-    expected_steps = 1 + math.ceil(math.log2(max(2.0, (bracket.high - bracket.low) / bracket.resolution())))
-    estimate = reference.run_seconds * (3 + expected_steps)  # 2 references, the steps, 1 confirmation
-    on_step(steps, bracket, probe, estimate)
 
     def evaluate(limit_mb: float) -> Step:
         step = run(limit_mb, timeout_s)
@@ -219,11 +234,9 @@ def fit_configuration(spec: RunSpec, samples: list[SampleRef], data: dict[str, A
             else:
                 bracket.low = probe
             probe = round((bracket.low + bracket.high) / 2, 1)
-            on_step(steps, bracket, None if bracket.narrow_enough() else probe, estimate)
         # Near the bottom the outcome can depend on the run (the anonymous peak moves by a few MiB): the
         # chosen limit must pass a second time; if it does not, it joins the failures and the search goes on.
         confirmation = evaluate(bracket.high)
-        on_step(steps, bracket, None, estimate)
         if confirmation.passed:
             break
         bracket.low = bracket.high
@@ -232,7 +245,6 @@ def fit_configuration(spec: RunSpec, samples: list[SampleRef], data: dict[str, A
             return result(None, reason=f"no limit up to the unconstrained peak charge {top:g} MiB passed twice")
         bracket.high = above[0] if above else top
         probe = round((bracket.low + bracket.high) / 2, 1)
-    on_step(steps, bracket, None, estimate)
     return result(bracket.high, resolution_mb=round(bracket.resolution(), 1),
                   reference_latency_p95_s=min(reference_p95), reference_cgroup_peak_mb=reference.cgroup_peak_mb,
                   reference_peak_anon_mb=reference.peak_anon_mb)
@@ -273,33 +285,45 @@ def plan(scenario: Scenario, rows: list[dict[str, Any]], run_ids: list[str] | No
 
 def fit_run(scenario: Scenario, samples: list[SampleRef], data: dict[str, Any], run_dir: Path,
             run_ids: list[str] | None = None, *, refit: bool = True, executor: str = "local",
+            executor_options: dict[str, Any] | None = None,
             on_progress: Callable[[FitProgress], None] = lambda p: None) -> list[dict[str, Any]]:
-    """Fit every `ok` configuration of `run_dir` (or those in `run_ids`); append each fitted row; return
-    the fitted rows. `refit=False` leaves configurations that already have a fit alone (a resumed run)."""
+    """Fit every `ok` configuration of `run_dir` (or those in `run_ids`), as many at once as the executor
+    has slots; append each fitted row; return the fitted rows (a fit that could not run, its node lost
+    for one, is reported to `on_progress` and left for the next fit). `refit=False` leaves configurations
+    that already have a fit alone (a resumed run). The local executor needs a cgroup here; a remote
+    node without one gives an error row that says so."""
     from harness.measure.run_dir import prepare_run_dir
 
-    if (problem := requirement_error()) is not None:
+    if executor == "local" and (problem := requirement_error()) is not None:
         raise problem
     with prepare_run_dir(run_dir, scenario, True, "harness fit: bisecting memory limits") as rows, \
-            executors.create(executor, run_dir) as runner:
+            executors.create(executor, run_dir, **(executor_options or {})) as runner:
         todo = plan(scenario, rows, run_ids, refit)
-        fitted = []
-        for index, spec in enumerate(todo.specs, 1):
-            def on_step(steps: list[Step], bracket: Bracket | None, next_mb: float | None, estimate: float | None,
-                        spec: RunSpec = spec, index: int = index) -> None:
-                on_progress(FitProgress(spec.run_id, index, len(todo.specs), list(steps),
-                                        bracket.low if bracket else None, bracket.high if bracket else None,
-                                        next_mb, False, estimate))
-
-            fit = fit_configuration(spec, samples, data, runner, run_dir / FIT_DIR / f"{spec.run_id}.jsonl", on_step)
-            measured = next(r for r in rows if r["run_id"] == spec.run_id)
+        queue, in_flight, done, fitted = deque(todo.specs), 0, 0, []
+        while queue or in_flight:
+            while queue and in_flight < runner.slots:
+                spec = queue.popleft()
+                runner.submit(fit_job(spec, samples, data, _row_of(rows, spec.run_id)))
+                in_flight += 1
+                on_progress(FitProgress(spec.run_id, done, len(todo.specs), None))
+            reply = runner.next_row(lambda r: None)
+            in_flight, done = in_flight - 1, done + 1
+            if "fit" not in reply["metrics"]:  # the fit could not run (no cgroup on the node, node lost, ...)
+                on_progress(FitProgress(reply["run_id"], done, len(todo.specs), reply))
+                continue
+            fit = {**reply["metrics"]["fit"], "node": reply["node"]}
+            measured = _row_of(rows, reply["run_id"])
             row = record.with_fit(measured, fit)
             store.append_row(run_dir / store.RESULTS_FILE, row)
             rows[rows.index(measured)] = row
             fitted.append(row)
-            on_progress(FitProgress(spec.run_id, index, len(todo.specs), [], None, fit["min_limit_mb"], None, True))
+            on_progress(FitProgress(row["run_id"], done, len(todo.specs), row))
         store.write_summary(rows, run_dir / store.SUMMARY_FILE)
     return fitted
+
+
+def _row_of(rows: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
+    return next(r for r in rows if r["run_id"] == run_id)
 
 
 def skipped_configurations(scenario: Scenario, run_dir: Path, run_ids: list[str] | None, refit: bool) -> dict[str, str]:
@@ -308,13 +332,16 @@ def skipped_configurations(scenario: Scenario, run_dir: Path, run_ids: list[str]
 
 
 class FitDisplay:
-    """A live view of each fit: the steps so far and the bracket narrowing (rich)."""
+    """Fits on this machine: the bracket narrowing as each step ends (read from the step log the node
+    appends to, `RUN_DIR/fit/<run id>.jsonl`, so it needs no channel from the node), and a line as each
+    fit ends (rich)."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Any, run_dir: Path) -> None:
         from rich.live import Live
 
-        self.console = console
-        self.live = Live(console=console, refresh_per_second=4, transient=True)
+        self.console, self.run_dir = console, run_dir
+        self.running: list[str] = []
+        self.live = Live(console=console, get_renderable=self._render, refresh_per_second=2, transient=True)
 
     def __enter__(self) -> FitDisplay:
         self.live.__enter__()
@@ -324,40 +351,48 @@ class FitDisplay:
         self.live.__exit__(*exc)
 
     def __call__(self, p: FitProgress) -> None:
-        from rich.table import Table
-
-        if p.done:
-            found = "no limit found" if p.high_mb is None else f"min_limit_mb = {p.high_mb:g} MiB"
-            self.console.print(f"[{p.index}/{p.total}] fit {p.run_id}: {found}")
-            return
-        table = Table(title=f"[{p.index}/{p.total}] fitting {p.run_id}", title_justify="left")
-        for column in ("limit MiB", "status", "p95 s", "verdict", "run s"):
-            table.add_column(column, justify="right" if column != "status" else "left")
-        for s in p.steps:
-            table.add_row("none" if s.limit_mb is None else f"{s.limit_mb:g}", s.status,
-                          "-" if s.latency_p95_s is None else f"{s.latency_p95_s:.3f}",
-                          "reference" if s.limit_mb is None else "[green]pass[/]" if s.passed else "[red]fail[/]",
-                          f"{s.run_seconds:.1f}")
-        if p.high_mb is not None:
-            bar = _bracket_bar(p.low_mb or 0.0, p.high_mb, p.next_mb)
-            next_text = f", next {p.next_mb:g} MiB" if p.next_mb is not None else ""
-            cost = f"; about {p.estimate_run_s:.0f} run-seconds in all" if p.estimate_run_s else ""
-            table.caption = f"bracket ({p.low_mb or 0:g}, {p.high_mb:g}] MiB {bar}{next_text}{cost}"
-        elif p.steps:
-            table.caption = "reference run done"
+        if p.row is None:
+            self.running.append(p.run_id)
         else:
-            table.caption = "running the unconstrained reference (cold page cache)"
-        self.live.update(table)
+            self.running.remove(p.run_id)
+            self.console.print(f"[{p.done}/{p.total}] {fit_line(p.row)}", highlight=False)
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        return Text("\n".join(bracket_line(run_id, self.run_dir / FIT_DIR / f"{run_id}.jsonl")
+                               for run_id in self.running) or "fitting")
 
 
-def _bracket_bar(low: float, high: float, probe: float | None, width: int = 40) -> str:
-    """The bracket on a 0..high scale: failed region, the open interval, the probe."""
-    if high <= 0:
-        return ""
-    cells = ["-"] * width
-    lo_cell = min(width - 1, int(low / high * width))
-    for i in range(lo_cell):
-        cells[i] = "x"
-    if probe is not None:
-        cells[min(width - 1, int(probe / high * width))] = "|"
-    return "[" + "".join(cells) + "]"
+def bracket_line(run_id: str, step_log: Path) -> str:
+    """"RUN_ID: step 5 at 320 MiB ok, p95 1.21 s; limit between 300 and 320 MiB" from a fit's step log so far."""
+    try:
+        lines = step_log.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    steps = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        steps.append((row["config"].get("memory_cap_mb"), row["status"], row["metrics"].get("latency_p95_s")))
+    if not steps:
+        return f"{run_id}: the unconstrained reference (cold page cache, longest sample per language)"
+    limit, status, p95 = steps[-1]
+    last = f"step {len(steps)} " + (f"at {limit:g} MiB" if limit else "unconstrained") + f" {status}" + \
+        (f", p95 {p95:.2f} s" if p95 is not None else "")
+    failed = [mb for mb, st, _ in steps if mb and st != "ok"]
+    passed = [mb for mb, st, _ in steps if mb and st == "ok"]
+    low, high = max(failed, default=None), min(passed, default=None)
+    bracket = "" if high is None else f"; limit between {low or 0:g} and {high:g} MiB"
+    return f"{run_id}: {last}{bracket}"
+
+
+def fit_line(row: dict[str, Any]) -> str:
+    """One fit's outcome, or why it could not run."""
+    fit = row["metrics"].get("fit")
+    if fit is None:
+        return f"fit {row['run_id']}: not fitted: {row['reason']}"
+    found = "no limit found" if fit["min_limit_mb"] is None else f"min_limit_mb = {fit['min_limit_mb']:g} MiB"
+    return f"fit {row['run_id']}: {found} ({len(fit['steps'])} runs on {(fit.get('node') or {}).get('host', '?')})"

@@ -393,7 +393,8 @@ def remove_stale(parent: Path) -> None:
             old = time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
         except OSError:
             continue
-        if old and not (_read(Path(entry.path) / "cgroup.procs") or "x").split():
+        procs = _read(Path(entry.path) / "cgroup.procs")  # '' when empty, None when unreadable
+        if old and procs is not None and not procs.split():
             with contextlib.suppress(OSError):
                 os.rmdir(entry.path)
 

@@ -42,14 +42,31 @@ def requested_cpus(spec: RunSpec) -> list[int] | None:
     return parse_cpu_list(spec.cpu_pinning)
 
 
-def run_job(job: Job, work_dir: Path, on_row: Callable[[dict[str, Any]], None], node: dict[str, Any]) -> None:
+def run_job(job: Job, work_dir: Path, on_row: Callable[[dict[str, Any]], None], node: dict[str, Any],
+            call: Callable[[Callable[[], Any]], Any] = lambda run: run()) -> None:
     """Measure `job` in a fresh isolated worker and hand its row to `on_row` (signals held from the end
-    of the worker to the hand-over, so an interrupt cannot lose a finished measurement).
+    of the worker to the hand-over, so an interrupt cannot lose a finished measurement); a fit job
+    (`job.fit`) bisects its memory limit here instead, a worker per step (harness.measure.fit).
 
-    `work_dir` receives `logs/<run id>.log` and, for a profiled run, `profiles/<run id>/`; `node` says
-    which executor and node run it (host and machine class are added here)."""
+    `work_dir` receives `logs/<run id>.log` and, for a profiled run, `profiles/<run id>/` (a fit:
+    `fit/<run id>.jsonl`); `node` says which executor and node run it (host and machine class are added
+    here); `call` runs each worker's span (Ray: in a thread, so that a cancellation reaches the task)."""
     env = node_environment()
     provenance = record.Provenance(env, {**node, "host": env["hostname"], "machine_class": machine_class(env)})
+    if job.machine_class is not None and job.machine_class != provenance.node["machine_class"]:
+        on_row(record.not_run_row(job, Status.ERROR, f"this node is a {provenance.node['machine_class']}; the job needs a "
+                                                     f"{job.machine_class} (the machine class that measured it)", provenance))
+        return
+    if job.fit:
+        from harness.measure import fit
+
+        def step(step_job: Job) -> dict[str, Any]:
+            rows: list[dict[str, Any]] = []
+            run_job(step_job, work_dir, rows.append, node, call)
+            return rows[0]
+
+        fit.fit_here(job, work_dir, on_row, provenance, step)
+        return
     spec = RunSpec(**job.spec)
     samples, skipped = job.samples, {}
     backend = backends.info(spec.backend)
@@ -75,7 +92,8 @@ def run_job(job: Job, work_dir: Path, on_row: Callable[[dict[str, Any]], None], 
         return
     cpus = requested_cpus(spec)
     worker_job = WorkerJob(spec=job.spec, model_path=str(model.path), cpus=cpus,
-                           samples=[{"id": s.id, "lang": s.lang, "audio": s.audio} for s in samples],
+                           samples=[{"id": s.id, "lang": s.lang, "audio": s.audio, **({"probe": True} if s.probe else {})}
+                                    for s in samples],
                            stop_when=job.stop_when, profiler=job.profiler, parent_pid=os.getpid()).model_dump()
     folder, command = work_dir / profiling.PROFILES_DIR / spec.run_id, None
     if job.profiler is not None:
@@ -86,8 +104,8 @@ def run_job(job: Job, work_dir: Path, on_row: Callable[[dict[str, Any]], None], 
     if spec.page_cache == "cold":  # as in a freshly started pod: the worker reads its files from disk
         eviction = page_cache.evict_for_worker(model.path, [s.audio for s in samples])
     try:
-        outcome = run_child(worker_job, work_dir / LOGS_DIR / f"{spec.run_id}.log", spec.memory_cap_mb, spec.timeout_s,
-                            job.memory_budget_mb, command, millis)
+        outcome = call(lambda: run_child(worker_job, work_dir / LOGS_DIR / f"{spec.run_id}.log", spec.memory_cap_mb,
+                                         spec.timeout_s, job.memory_budget_mb, command, millis))
     except CgroupUnavailable as exc:
         on_row(record.not_run_row(job, Status.ERROR, str(exc), provenance))
         return

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import SCHEMA_VERSION
+from harness import metrics as registry
+from harness.analyze import hallucination, streaming, uncertainty
 from harness.analyze import scoring as metrics
-from harness.analyze import streaming
 from harness.contract import Job, Row, SampleRef, Status
 from harness.measure.runner import ChildOutcome
 from harness.plan.scenario import RunSpec
 
 NOISY_CV = 0.10
-FOREIGN_LOAD_WARNING = 0.05  # share of the machine's CPU used by other processes: timings are suspect past it
 TIMELINE_MAX_POINTS = 600
 
 
@@ -74,16 +74,19 @@ def build_row(job: Job, outcome: ChildOutcome, provenance: Provenance,
         row_warnings.append(f"{spec.threads} threads under cpu_limit {spec.cpu_limit} ({outcome.cpu_quota['cores']:g} "
                             "cores of CFS quota): more threads than the quota lets run at once; expect throttling")
     skipped_languages = dict(skipped_languages or {})
+    probes: list[dict[str, Any]] = []
     if result is not None:
         by_id = {s.id: s for s in job.samples}
         scoring = {lang: metrics.Normalization(**how) for lang, how in job.data.get("normalization", {}).items()}
-        measured.update(_measure(result, by_id, scoring, outcome.timeline, rows, skipped_languages))
+        timed = [s for s in result["samples"] if not s.get("probe")]
+        measured.update(_measure({**result, "samples": timed}, by_id, scoring, outcome.timeline, rows, skipped_languages))
+        probes = [_probe(s, by_id, scoring, outcome.timeline) for s in result["samples"] if s.get("probe")]
         cv = metrics.median_cv([r["latency_s"] for r in rows if "latency_s" in r])
         measured["latency_cv"] = _round(cv)
         if cv is not None and cv > NOISY_CV:
             row_warnings.append(f"warm timings vary by {cv:.0%} between repetitions (more than "
                                 f"{NOISY_CV:.0%}): the machine is noisy; latency figures are uncertain")
-    if (outcome.foreign_cpu_fraction or 0) > FOREIGN_LOAD_WARNING:
+    if (outcome.foreign_cpu_fraction or 0) > registry.BY_NAME["foreign_cpu_fraction"].limit:
         row_warnings.append(f"other processes used {outcome.foreign_cpu_fraction:.0%} of the machine's CPU time while "
                             "this configuration ran: its timings were taken under foreign load")
     status, reason = Status(outcome.status), outcome.reason
@@ -91,6 +94,9 @@ def build_row(job: Job, outcome: ChildOutcome, provenance: Provenance,
         status = Status.SKIPPED
         reason = "; ".join(f"{lang}: {why}" for lang, why in skipped_languages.items())
     extra = {"budget_verdict": outcome.budget_verdict} if outcome.budget_verdict else {}
+    if probes:
+        extra["probes"] = probes
+        measured["probe_peak_rss_mb"] = max((p["peak_rss_mb"] for p in probes if p["peak_rss_mb"] is not None), default=None)
     if outcome.oom_verdict:
         extra["oom_verdict"] = outcome.oom_verdict
     measured["run_seconds"] = _round(outcome.wall_s, 2)
@@ -151,6 +157,8 @@ def _measure(result: dict[str, Any], by_id: dict[str, SampleRef], scoring: dict[
                    peak_rss_mb=_window_peak(timeline, s.get("windows", [])))
         if "pieces" in s:  # stream mode: how many errors sit at a seam between pieces
             row["boundary_errors"] = streaming.boundary_errors(ref, s["pieces"], s["lang"], how)
+        if found := hallucination.flags(ref or None, s["hypothesis"], s["lang"], s["audio_s"], how=how):
+            row["flags"] = found
         rows.append(row)
         per_lang[s["lang"]].append(row)
         warm += s["latency_s"]
@@ -168,6 +176,7 @@ def _measure(result: dict[str, Any], by_id: dict[str, SampleRef], scoring: dict[
                 "errors": sum(r["boundary_errors"]["errors"] for r in lang_rows)}
                if all("boundary_errors" in r for r in lang_rows) else {}),
             "synthetic": all(by_id[r["id"]].synthetic for r in lang_rows),
+            **_uncertainty(lang_rows, lang, scoring.get(lang)),
         }
     out: dict[str, Any] = {
         "vmhwm_mb": _round(result["vmhwm_mb"], 1),
@@ -185,6 +194,28 @@ def _measure(result: dict[str, Any], by_id: dict[str, SampleRef], scoring: dict[
                    latency_p95_s=_round(metrics.percentile(warm, 95)),
                    rtf=_round(sum(warm) / warm_audio_s), warm_timings=len(warm))
     return out
+
+
+def _uncertainty(lang_rows: list[dict[str, Any]], lang: str, how: metrics.Normalization | None) -> dict[str, Any]:
+    """A language's 95 % bootstrap intervals of WER and CER, and its hallucination flag counts."""
+    out: dict[str, Any] = {}
+    for name, unit in (("wer_ci", "words"), ("cer_ci", "characters")):
+        low, high = uncertainty.corpus_rate_ci(lang_rows, lang, how, unit=unit)["ci"]
+        if not math.isnan(low):
+            out[name] = [_round(low), _round(high)]
+    flags = {f: sum(f in r.get("flags", ()) for r in lang_rows) for f in hallucination.FLAGS}
+    return {**out, "flagged": sum(bool(r.get("flags")) for r in lang_rows), "flags": flags}
+
+
+def _probe(s: dict[str, Any], by_id: dict[str, SampleRef], scoring: dict[str, metrics.Normalization],
+           timeline: list[tuple[float, float]]) -> dict[str, Any]:
+    """A max_audio_s probe's result: its one transcription, the memory while it ran, and its WER on its
+    own (no language's WER, latency or RTF includes it)."""
+    ref = by_id[s["id"]].text
+    return {"id": s["id"], "lang": s["lang"], "audio_s": round(s["audio_s"], 2), "latency_s": s["latency_s"],
+            "hypothesis": s["hypothesis"], "reference": ref,
+            "wer": _round(metrics.sample_wer(ref, s["hypothesis"], s["lang"], scoring.get(s["lang"]))),
+            "peak_rss_mb": _window_peak(timeline, s.get("windows", []))}
 
 
 def _window_peak(timeline: list[tuple[float, float]], windows: list[list[float]]) -> float | None:

@@ -25,6 +25,7 @@ from harness.contract import Job, SampleRef, Status
 from harness.data.datasets import Sample
 from harness.errors import HarnessError
 from harness.measure import executors, record
+from harness.measure.executors.base import LOST_NODE
 from harness.measure.run_dir import prepare_run_dir
 from harness.plan import search
 from harness.plan.scenario import RunSpec, Scenario
@@ -50,13 +51,16 @@ def default_run_dir(scenario: Scenario, reports_dir: Path = Path("reports")) -> 
 
 
 def data_description(scenario: Scenario, samples: list[Sample]) -> dict[str, Any]:
-    """What was measured and how it is scored: rows carry it, WER is computed with its normalization."""
+    """What was measured and how it is scored: rows carry it, WER is computed with its normalization.
+    The max_audio_s probes (harness.data.probe) are not counted among the samples."""
+    samples = [s for s in samples if not s.probe]
     langs = sorted({s.lang for s in samples})
     return {
         "datasets": sorted({s.dataset for s in samples}),
         "samples": {lang: sum(s.lang == lang for s in samples) for lang in langs},
         "synthetic": {lang: all(s.synthetic for s in samples if s.lang == lang) for lang in langs},
         "normalization": {lang: scenario.normalization_for(lang).to_json() for lang in langs},
+        **({"max_audio_s": scenario.max_audio_s} if scenario.max_audio_s is not None else {}),
     }
 
 
@@ -72,7 +76,7 @@ def _sha256(path: str) -> str:
 def sample_refs(samples: list[Sample]) -> list[SampleRef]:
     """The samples as jobs carry them, with the content hash under which the audio travels."""
     return [SampleRef(id=s.id, lang=s.lang, audio=s.audio, text=s.text, dataset=s.dataset, synthetic=s.synthetic,
-                      sha256=_sha256(s.audio), duration_s=s.duration_s) for s in samples]
+                      sha256=_sha256(s.audio), duration_s=s.duration_s, probe=s.probe) for s in samples]
 
 
 def make_job(spec: RunSpec, samples: list[SampleRef], data: dict[str, Any], *, stop_when: dict[str, float] | None = None,
@@ -102,6 +106,8 @@ def run_scenario(scenario: Scenario, samples: list[Sample], run_dir: Path, *, re
         (run_dir / "environment.json").write_text(json.dumps(runner.environment(), indent=2))
         data, refs = data_description(scenario, samples), sample_refs(samples)
         specs = scenario.expand()
+        lost = {r["run_id"] for r in rows if r["status"] == Status.ERROR.value and r["reason"].startswith(LOST_NODE)}
+        rows[:] = [r for r in rows if r["run_id"] not in lost]  # measured again (the new row supersedes the old)
         done_ids = {r["run_id"] for r in rows}
         todo = [s for s in specs if s.run_id not in done_ids]
         if search_mode:

@@ -45,14 +45,18 @@ PAGE_CACHE_MODES = ("cold", "warm")
 TOP_LEVEL_KEYS = (
     "name", "description", "question", "datasets", "languages", "repeats", "warmup", "timeout_s",
     "memory_cap_mb", "matrix", "exclude", "include", "budgets", "decoding",
-    "max_samples_per_language", "normalization", "page_cache",
+    "max_samples_per_language", "normalization", "page_cache", "max_audio_s", "fit",
 )
+MAX_AUDIO_S_LIMIT = 4 * 3600  # a probe recording is built and transcribed per language: more is a unit mistake
 # The metrics a budget may name (harness.metrics: `budget=True`): one limit each, or per language.
 BUDGET_SCALARS = tuple(m.name for m in metric_registry.budgetable(per_language=False))
 BUDGET_PER_LANGUAGE = tuple(m.name for m in metric_registry.budgetable(per_language=True))
 # {quantization: float32, max: 0.02}: WER may exceed that of the same configuration at the reference
 # quantization by at most `max` (a fraction: 0.02 = 2 points), in every language measured.
 BUDGET_WER_INCREASE = "wer_increase_vs"
+# It is judged on the 95 % interval of the increase: met, failed, or insufficient data, which counts as
+# not met unless `insufficient_data: met`.
+WER_INCREASE_INSUFFICIENT = ("not-met", "met")
 # Decoding settings change speed and WER, so they are part of every run's recorded config.
 DECODING_DEFAULTS: dict[str, Any] = {
     "best_of": 5,
@@ -111,7 +115,9 @@ class Scenario:
     timeout_s: float = 900.0
     memory_cap_mb: float | None = None
     page_cache: str = "cold"
+    fit: bool = False  # `harness run` also fits the memory limit of every ok configuration (as --fit)
     max_samples_per_language: int | None = None
+    max_audio_s: float | None = None  # the longest request the service accepts: a probe of it per language
     decoding: dict[str, Any] = field(default_factory=lambda: dict(DECODING_DEFAULTS))
     matrix: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     exclude: tuple[dict[str, Any], ...] = ()
@@ -313,8 +319,10 @@ def validate_scenario(raw: Any, path: Path, on_this_machine: bool = True) -> Sce
         timeout_s=c.number(doc.get("timeout_s", 900), "timeout_s"),
         memory_cap_mb=None if doc.get("memory_cap_mb") is None else c.number(doc["memory_cap_mb"], "memory_cap_mb"),
         page_cache=_validate_page_cache(c, doc.get("page_cache", "cold")),
+        fit=_validate_fit(c, doc.get("fit", False)),
         max_samples_per_language=None if doc.get("max_samples_per_language") is None
         else c.integer(doc["max_samples_per_language"], "max_samples_per_language", 1),
+        max_audio_s=None if doc.get("max_audio_s") is None else validate_max_audio_s(c, doc["max_audio_s"]),
         decoding=decoding,
         matrix=matrix,
         exclude=exclude,
@@ -325,6 +333,13 @@ def validate_scenario(raw: Any, path: Path, on_this_machine: bool = True) -> Sce
     if not scenario.expand():
         raise UserError(f"{path}: field 'exclude': every configuration of the matrix is excluded; nothing to run")
     return scenario
+
+
+def validate_max_audio_s(c: _Checker, value: Any, where: str = "max_audio_s") -> float:
+    seconds = c.number(value, where)
+    if seconds > MAX_AUDIO_S_LIMIT:
+        raise c.fail(where, value, f"expected seconds of audio, at most {MAX_AUDIO_S_LIMIT} (4 hours)")
+    return seconds
 
 
 def _as_list(c: _Checker, value: Any, where: str) -> list[Any]:
@@ -447,6 +462,13 @@ def cpu_quantity(millis: int) -> str:
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
 
 
+def _validate_fit(c: _Checker, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise c.fail("fit", value, "expected true (fit the memory limit of every ok configuration after measuring, "
+                                   "as `harness run --fit`) or false")
+    return value
+
+
 def _validate_page_cache(c: _Checker, value: Any) -> str:
     if value not in PAGE_CACHE_MODES:
         raise c.fail("page_cache", value, "expected cold (the worker's files are evicted from the page cache "
@@ -554,14 +576,18 @@ def validate_budgets(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
     budgets: dict[str, Any] = {}
     for key, value in doc.items():
         if key == BUDGET_WER_INCREASE:
-            spec = c.mapping(value, f"{where}.{key}", ("quantization", "max"))
+            spec = c.mapping(value, f"{where}.{key}", ("quantization", "max", "insufficient_data"))
             quantizations = backends.all_quantizations()
             if spec.get("quantization") not in quantizations:
                 raise c.fail(f"{where}.{key}.quantization", spec.get("quantization"), f"expected one of {', '.join(quantizations)}")
             limit = c.number(spec.get("max"), f"{where}.{key}.max", positive=False)
             if not 0 <= limit <= 1:
                 raise c.fail(f"{where}.{key}.max", limit, "expected a fraction between 0 and 1 (0.02 = 2 points)")
-            budgets[key] = {"quantization": spec["quantization"], "max": limit}
+            insufficient = spec.get("insufficient_data", "not-met")
+            if insufficient not in WER_INCREASE_INSUFFICIENT:
+                raise c.fail(f"{where}.{key}.insufficient_data", insufficient,
+                             f"expected one of {', '.join(WER_INCREASE_INSUFFICIENT)}")
+            budgets[key] = {"quantization": spec["quantization"], "max": limit, "insufficient_data": insufficient}
         elif key in BUDGET_PER_LANGUAGE:
             per_lang = c.mapping(value, f"{where}.{key}", tuple(sorted(LANGUAGES)))
             budgets[key] = {lang: _budget_limit(c, v, f"{where}.{key}.{lang}", key) for lang, v in per_lang.items()}

@@ -10,5 +10,9 @@ from harness.report import render
 
 
 def generate(run_dir: Path, budget_overrides: list[str] | None = None,
-             headroom: float = deploy.DEFAULT_HEADROOM) -> dict[str, Path]:
-    return render.write(_build.build(run_dir, budget_overrides, headroom), run_dir)
+             headroom: float = deploy.DEFAULT_HEADROOM, out_dir: Path | None = None) -> dict[str, Path]:
+    """Render a run directory's report into `out_dir` (default: the run directory itself)."""
+    data = _build.build(run_dir, budget_overrides, headroom, out_dir)  # bad input fails before a folder is made
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return render.write(data, out_dir or run_dir)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness import metrics as registry
 from harness import store
-from harness.analyze import deploy
+from harness.analyze import compare, deploy
 from harness.analyze.recommend import flatten_budgets, parse_budget_overrides, recommend, wer_increase
 from harness.errors import UserError
 from harness.plan.scenario import BUDGET_WER_INCREASE, Scenario
-from harness.report import plots
+from harness.report import drilldown, plots
 
 
 def _scenario_info(scenario: Scenario | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -35,12 +36,15 @@ def machine_line(env: dict[str, Any]) -> str:
 def _verdicts(rows: list[dict[str, Any]], rec: dict[str, Any]) -> dict[str, str]:
     verdict = {v["run_id"]: v["why"] for v in rec["not_chosen"]}
     if rec["recommended"]:
-        verdict[rec["recommended"]["run_id"]] = "recommended: meets every budget with the least memory (peaks within 3 % tie: lower p95, then WER)"
+        verdict[rec["recommended"]["run_id"]] = "recommended: meets every budget with the least memory" + (
+            f"; tie: {rec['tie']['text']}" if rec.get("tie") else
+            " (peaks within 3 % tie: lower p95 when compare's test tells the latencies apart, else memory, then WER)")
     return {r["run_id"]: verdict.get(r["run_id"], "") for r in rows}
 
 
 def build(run_dir: Path, budget_overrides: list[str] | None = None,
-          headroom: float = deploy.DEFAULT_HEADROOM) -> dict[str, Any]:
+          headroom: float = deploy.DEFAULT_HEADROOM, out_dir: Path | None = None) -> dict[str, Any]:
+    """`out_dir`: where the report goes when not in the run directory (its links to profiles follow)."""
     rows, started_with = store.read_run(run_dir)
     if not rows:
         raise UserError(f"{run_dir}: no results to report")
@@ -57,6 +61,9 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
     figures = plots.figures(measured, languages, budgets, rec["recommended"]["run_id"] if rec["recommended"] else None)
 
     table = _table(rows, run_dir, languages, verdicts)
+    runs = [_run_detail(r, verdicts[r["run_id"]]) for r in rows]
+    if out_dir is not None and out_dir.resolve() != run_dir.resolve():
+        _relink(table, runs, os.path.relpath(run_dir.resolve(), out_dir.resolve()))
     return {
         "title": f"{scenario['name']}: Whisper deployment benchmark",
         "run_dir": str(run_dir),
@@ -70,20 +77,28 @@ def build(run_dir: Path, budget_overrides: list[str] | None = None,
         "answer": answer(rec, deployment),
         "deployment": deployment,
         "table": table,
-        "table_columns": _columns(registry.REPORT, languages),
-        "markdown_columns": _columns(registry.MARKDOWN, languages),
+        "table_columns": _columns(registry.REPORT, languages, measured),
+        "markdown_columns": _columns(registry.MARKDOWN, languages, measured),
         "figures": figures,
-        "runs": [_run_detail(r, verdicts[r["run_id"]]) for r in rows],
+        "runs": runs,
+        "overrides": _overrides(budget_overrides or [], headroom, scenario["budgets"]),
+        "thin": THIN_TIMINGS if any(_thin(r) for r in measured) else None,
+        "busy": [f"{store.short_name(r)}: " + ", ".join(f"{m.noun} {m.cell(v)}" for m, v in registry.noisy(r))
+                 for r in measured if registry.noisy(r)],
         "search": _search_summary(run_dir),
         "run_seconds": round(sum(r["metrics"].get("run_seconds") or 0 for r in rows), 1),
         "quantization_comparison": _quantization_comparison(measured, budgets),
+        "drilldown": drilldown.drilldown(next((r for r in measured if rec["recommended"]
+                                               and r["run_id"] == rec["recommended"]["run_id"]), None),
+                                         measured, languages),
+        "flagged": _flagged(measured),
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
 
 
-def _columns(place: str, languages: list[str]) -> list[dict[str, str]]:
+def _columns(place: str, languages: list[str], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The metric columns of a configuration table (harness.metrics: the metrics shown at `place`)."""
-    return [{"key": key, "label": metric.header(lang)} for metric, lang, key in registry.columns(place, languages)]
+    return [{"key": key, "label": metric.header(lang)} for metric, lang, key in registry.columns(place, languages, rows)]
 
 
 def _table(rows: list[dict[str, Any]], run_dir: Path, languages: list[str], verdicts: dict[str, str]) -> list[dict[str, Any]]:
@@ -94,16 +109,62 @@ def _table(rows: list[dict[str, Any]], run_dir: Path, languages: list[str], verd
     profiles = _profiles_by_configuration(rows)
     measured_ids = {r["run_id"] for r in rows if not r.get("profiler")}
     shown = [m for m in registry.METRICS if registry.REPORT in m.show or registry.MARKDOWN in m.show]
+    shown += [b for m in shown for b in registry.bounds(m) or ()]  # the intervals shown beside their metric
     wide = frame.records(frame.wide(frame.from_rows(rows, str(run_dir), include_profiles=True), shown))
     table = []
     for line, row in zip(wide, rows):
         if row.get("profile_of") in measured_ids:  # shown as links on the configuration's own line
             continue
-        cells = {key: metric.cell(line.get(key)) for place in (registry.REPORT, registry.MARKDOWN)
-                 for metric, _, key in registry.columns(place, languages)}
+        cells = {key: metric.cell(line.get(key), _interval(metric, line, lang))
+                 + (" (thin)" if metric.warm_timing and _thin(row) and line.get(key) is not None else "")
+                 for place in (registry.REPORT, registry.MARKDOWN) for metric, lang, key in registry.columns(place, languages, rows)}
         table.append({**line, "cells": cells, "verdict": verdicts[row["run_id"]],
                       "profiles": profiles.get(row["run_id"], [])})
     return table
+
+
+# Fewer warm timings than compare's test needs: a latency or RTF from them is thin (marked in the table).
+THIN_TIMINGS = compare.DEFAULT_POLICY["latency"]["min_samples"]
+
+
+def _thin(row: dict[str, Any]) -> bool:
+    timings = row["metrics"].get("warm_timings")
+    if timings is None and row.get("samples"):
+        timings = sum(len(s.get("latency_s", [])) for s in row["samples"])
+    return row["status"] == "ok" and timings is not None and timings < THIN_TIMINGS
+
+
+def _overrides(budget: list[str], headroom: float, scenario_budgets: dict[str, Any]) -> dict[str, Any] | None:
+    """The command-line values this rendering used instead of the scenario's (None: none)."""
+    if not budget and headroom == deploy.DEFAULT_HEADROOM:
+        return None
+    flags = [f"--budget {item}" for item in budget] + (
+        [f"--headroom {headroom:g}"] if headroom != deploy.DEFAULT_HEADROOM else [])
+    scenario = ", ".join(f"{k} <= {v:g}" for k, v in flatten_budgets(scenario_budgets).items()) or "none"
+    return {"budget": budget, "headroom": headroom, "scenario_budgets": scenario_budgets,
+            "text": f"Rendered with {' '.join(flags)} (the scenario's budgets: {scenario}; default headroom "
+                    f"{deploy.DEFAULT_HEADROOM:g})"}
+
+
+def _relink(table: list[dict[str, Any]], runs: list[dict[str, Any]], prefix: str) -> None:
+    """Profile links of a report written outside its run directory: relative to where it is written."""
+    for line in table:
+        for p in line["profiles"]:
+            p["href"] = f"{prefix}/{p['href']}"
+    for run in runs:
+        run["profile"] = {name: f"{prefix}/{path}" for name, path in run["profile"].items()}
+
+
+def _interval(metric: registry.Metric, line: dict[str, Any], lang: str | None) -> tuple[Any, Any] | None:
+    bounds = registry.bounds(metric)
+    return (line.get(f"{bounds[0].name}_{lang}"), line.get(f"{bounds[1].name}_{lang}")) if bounds and lang else None
+
+
+def _flagged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every transcript with a hallucination flag (harness.analyze.hallucination), by configuration."""
+    return [{"name": store.short_name(r), "id": s["id"], "lang": s["lang"], "flags": s["flags"],
+             "reference": s.get("reference"), "hypothesis": s.get("hypothesis")}
+            for r in rows for s in r.get("samples", []) if s.get("flags")]
 
 
 SEARCH_KEYS = ("configurations", "measured", "stopped_early", "skipped", "run_seconds")
@@ -137,7 +198,8 @@ def _profiles_by_configuration(rows: list[dict[str, Any]]) -> dict[str, list[dic
 
 
 def _quantization_comparison(rows: list[dict[str, Any]], budgets: dict[str, Any]) -> dict[str, Any] | None:
-    """For a `wer_increase_vs` budget: every configuration's WER beside its reference quantization's."""
+    """For a `wer_increase_vs` budget: every configuration's WER beside its reference quantization's, the
+    increase with its 95 % interval and the verdict (met / failed / insufficient data)."""
     spec = budgets.get(BUDGET_WER_INCREASE)
     if spec is None:
         return None
@@ -145,10 +207,10 @@ def _quantization_comparison(rows: list[dict[str, Any]], budgets: dict[str, Any]
     for row in rows:
         if row["status"] != "ok" or row["config"]["quantization"] == spec["quantization"]:
             continue
-        for c in wer_increase(row, rows, spec["quantization"]):
-            within = c["increase"] is not None and c["increase"] <= spec["max"]
-            lines.append({"name": store.short_name(row), **c, "within": within})
-    return {"reference": spec["quantization"], "max": spec["max"], "lines": lines}
+        for c in wer_increase(row, rows, spec["quantization"], spec["max"]):
+            lines.append({"name": store.short_name(row), **c, "within": c["verdict"] == "met"})
+    return {"reference": spec["quantization"], "max": spec["max"], "lines": lines,
+            "insufficient_data": spec.get("insufficient_data", "not-met")}
 
 
 def answer(rec: dict[str, Any], deployment: dict[str, Any] | None) -> str:
@@ -160,9 +222,13 @@ def answer(rec: dict[str, Any], deployment: dict[str, Any] | None) -> str:
         return "No measured configuration meets every budget." + tail
     c, m = chosen["config"], chosen["metrics"]
     pin = "" if c["cpu_pinning"]["requested"] == "none" else f", pinned ({c['cpu_pinning']['requested']})"
+    valid = (chosen.get("envelope") or {}).get("text")  # absent from a recommendation.json of an older harness
     return (f"Deploy {c['backend']} {c['model']} {c['quantization']} with {c['threads']} thread(s){pin}: "
             f"peak RSS {m['peak_rss_mb']:.0f} MiB, p95 latency {m['latency_p95_s']:.2f} s, RTF {m['rtf']:.3f}"
-            + (f"; request and limit {deployment['memory_mib']} MiB, {deployment['cpu']} CPU." if deployment else "."))
+            + (f"; memory request {deployment['memory_request_mib']} MiB, limit {deployment['memory_limit_mib']} MiB "
+               f"(from the {'fitted limit' if m.get('min_limit_mb') is not None else 'peak RSS'}), "
+               f"{deployment['cpu']} CPU." if deployment else ".")
+            + (f" {valid[0].upper()}{valid[1:]}." if valid else ""))
 
 
 def _run_detail(row: dict[str, Any], verdict: str) -> dict[str, Any]:

@@ -39,6 +39,10 @@ def figures(rows: list[dict[str, Any]], languages: list[str], budgets: dict[str,
                 "png": latency_distributions(rows, budgets, recommended)})
     if series := length_series(rows):
         out.append({"title": "Peak RSS and RTF vs audio length, per configuration", "png": by_audio_length(series)})
+    if fits := fitted(rows):
+        more = f" (the first {MAX_SMALL_MULTIPLES} of {len(fits)})" if len(fits) > MAX_SMALL_MULTIPLES else ""
+        out.append({"title": f"Memory limit fits{more}: p95 latency against the kernel-enforced limit",
+                    "png": fit_curves(fits)})
     timelines = [r for r in rows if _timeline(r) is not None]
     if timelines and len(timelines) <= MAX_SMALL_MULTIPLES:
         out.append({"title": "Memory timelines", "png": memory_timelines(timelines)[0]})
@@ -70,6 +74,12 @@ def rss_vs_wer(rows: list[dict[str, Any]], lang: str, budgets: dict[str, Any], r
     points = [(r["metrics"]["peak_rss_mb"], 100 * r["metrics"]["languages"][lang]["wer"]) for r in ok]
     plain = [p for r, p in zip(ok, points) if r["run_id"] != recommended]
     star = [p for r, p in zip(ok, points) if r["run_id"] == recommended]
+    bars = [(x, y, 100 * ci[0], 100 * ci[1]) for r, (x, y) in zip(ok, points)
+            if (ci := r["metrics"]["languages"][lang].get("wer_ci"))]
+    if bars:  # the 95 % bootstrap interval of each WER
+        below, above = [max(0, y - lo) for _, y, lo, _ in bars], [max(0, hi - y) for _, y, _, hi in bars]
+        ax.errorbar([b[0] for b in bars], [b[1] for b in bars], yerr=[below, above], fmt="none",
+                    ecolor="tab:gray", elinewidth=1, capsize=3, zorder=2, label="95 % confidence interval")
     if plain:
         ax.scatter([x for x, _ in plain], [y for _, y in plain], s=36, marker="o", zorder=3, color="tab:blue")
     if star:
@@ -379,4 +389,56 @@ def by_audio_length(series: dict[str, list[tuple[float, float, float]]]) -> byte
         mem.legend(fontsize=7)
     else:  # a legend of that many lines hides the plot and takes seconds to lay out
         fig.suptitle(f"{len(series)} configurations (too many to name: see the table)", fontsize=9)
+    return _png(fig)
+
+
+def fitted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ok rows with a `harness fit` result (metrics.fit.min_limit_mb and its bisection steps)."""
+    return [r for r in rows if r["status"] == "ok" and (r["metrics"].get("fit") or {}).get("min_limit_mb") is not None
+            and any(s.get("limit_mb") is not None for s in r["metrics"]["fit"].get("steps", []))]
+
+
+def fit_curves(rows: list[dict[str, Any]]) -> bytes:
+    """One panel per fitted configuration: p95 latency of each bisection step against its kernel-enforced
+    memory limit. Red: OOM-killed (the region at or below the largest such limit is shaded); orange: ran
+    but slower than the unconstrained run allows; blue: passed. Green line: the fitted limit; grey dotted:
+    peak RSS, for contrast (the limit a pod needs is neither its peak RSS nor its cgroup charge)."""
+    shown = rows[:MAX_SMALL_MULTIPLES]
+    cols = min(2, len(shown))
+    n_rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(6 * cols, 3.6 * n_rows), squeeze=False)
+    for ax, row in zip(axes.flat, shown):
+        fit = row["metrics"]["fit"]
+        steps = [s for s in fit["steps"] if s.get("limit_mb") is not None]
+        reference = fit.get("reference_latency_p95_s")
+        top = max([s["limit_mb"] for s in steps] + [row["metrics"].get("peak_rss_mb") or 0])
+        killed = [s["limit_mb"] for s in steps if s["status"] == "oom"]
+        if killed:
+            ax.axvspan(0, max(killed), color="tab:red", alpha=0.12, label="OOM-killed at or below")
+        elif fit.get("reference_peak_anon_mb"):  # the bisection's floor: anonymous memory cannot be reclaimed
+            ax.axvspan(0, fit["reference_peak_anon_mb"], color="tab:red", alpha=0.12, label="below the anonymous peak")
+        for kind, color, marker, picked in (
+                ("passed", "tab:blue", "o", lambda s: s.get("passed")),
+                ("slower than allowed", "tab:orange", "^", lambda s: not s.get("passed") and s["status"] == "ok"),
+                ("OOM-killed", "tab:red", "x", lambda s: s["status"] == "oom"),
+                ("other failure", "tab:gray", "s", lambda s: not s.get("passed") and s["status"] not in ("ok", "oom"))):
+            points = [(s["limit_mb"], s.get("latency_p95_s") or 0) for s in steps if picked(s)]
+            if points:
+                ax.scatter([x for x, _ in points], [y for _, y in points], color=color, marker=marker, zorder=3, label=kind)
+        if reference:
+            tolerance = fit.get("latency_tolerance", 0.10)
+            ax.axhspan(reference, reference * (1 + tolerance), color="tab:blue", alpha=0.08,
+                       label=f"unconstrained p95 + {tolerance:.0%}")
+        ax.axvline(fit["min_limit_mb"], color="tab:green", label=f"fitted limit {fit['min_limit_mb']:.0f} MiB")
+        if row["metrics"].get("peak_rss_mb"):
+            ax.axvline(row["metrics"]["peak_rss_mb"], color="tab:gray", linestyle=":",
+                       label=f"peak RSS {row['metrics']['peak_rss_mb']:.0f} MiB")
+        ax.set_xlim(min([s["limit_mb"] for s in steps] + [fit.get("reference_peak_anon_mb") or top]) * 0.9, top * 1.05)
+        ax.set_title(store.short_name(row), fontsize=9)
+        ax.set_xlabel("kernel-enforced memory limit (MiB)")
+        ax.set_ylabel("p95 latency (s; OOM at 0)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
     return _png(fig)

@@ -43,6 +43,7 @@ def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     md_env = environment()
     md_env.autoescape = False
     paths["markdown"].write_text(md_env.get_template("report.md.j2").render(**report), encoding="utf-8")
-    recommendation = {**report["recommendation"], "deployment": report["deployment"], "answer": report["answer"]}
+    recommendation = {**report["recommendation"], "deployment": report["deployment"], "answer": report["answer"],
+                      "overrides": report["overrides"]}
     paths["recommendation"].write_text(json.dumps(recommendation, indent=2), encoding="utf-8")
     return paths

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from harness.contract import Job
 
 RowSink = Callable[[dict[str, Any]], None]
+LOST_NODE = "node lost"  # how the reason of an `error` row whose node went away mid-job starts: --resume measures it again
 
 
 class Executor(Protocol):

@@ -14,6 +14,15 @@ bytes once (by the SampleRef's sha256) and a task writes the files it lacks into
 cache (`<cache>/audio/<sha256><suffix>`). Models are resolved on the node, in its own cache. A node
 never needs the driver's file system.
 
+A job may name the machine class it needs (a fit: the class that measured the configuration, since the
+limit it finds is that machine's): where the cluster mixes machine classes it goes to the least busy node
+of that class. Whatever a job leaves in its work directory on the node (its worker's log, a profile's
+files, a fit's steps) comes back into the run directory with its row.
+
+Live display: with `on_status`, each task tells a small actor where it started, and the driver hands a
+snapshot of the nodes (host, machine class, running tasks, rows done and failed) and of the tasks still
+waiting for a slot to `on_status` whenever it changes.
+
 Several measurements per node only on request (`slots_per_node`, or a node started with more than one
 harness_slot): each then takes one of the node's slots with a lock in its cache, runs on its share of
 the node's CPUs, and its row warns that co-running configurations distort each other.
@@ -43,16 +52,16 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
 from harness.contract import Job, Status, machine_class
 from harness.errors import HarnessError, UserError
-from harness.measure import record
-from harness.measure.executors.base import RowSink
+from harness.measure import node, record
+from harness.measure.executors.base import LOST_NODE, RowSink
 from harness.measure.runner import signals_held
 
 SLOT_RESOURCE = "harness_slot"
@@ -63,7 +72,7 @@ WAIT_TICK_S = 1.0  # the driver wakes this often while waiting (signals, lost ca
 NO_SLOTS_GRACE_S = 120.0  # tasks outstanding but no node offers a slot: give up after this long
 JOIN_TICK_S = 0.2  # the task's main thread wakes this often to take a cancellation
 LOG_LIMIT = 1 << 20  # bytes of a worker's log brought back to the driver (the end of it)
-LOST_NODE = "node lost"
+StatusSink = Callable[[dict[str, Any]], None]
 CONNECT_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 120.0  # a node's first task may wait for Ray to start a worker process there
 CONNECT_HINT = ("Start a cluster (`ray start --head --resources='{\"harness_slot\": 1}'`, or deploy/kuberay/) and give its "
@@ -84,6 +93,29 @@ class _Task:
     job: Job
     attempt: int = 0  # how many times it was resubmitted after a lost node
     submitted_at: float = 0.0  # time.time() on the driver
+    node_id: str | None = None  # where it runs: the node it was sent to, or the one it reported starting on
+    started: bool = False
+
+
+@dataclass
+class _Tally:
+    done: int = 0
+    failed: int = 0  # of which `error` rows
+    running: list[str] = field(default_factory=list)
+
+
+class _Board:
+    """A small actor that each task tells where it started (the driver collects it for the live display)."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str]] = []
+
+    def start(self, run_id: str, node_id: str) -> None:
+        self.started.append((run_id, node_id))
+
+    def take(self) -> list[tuple[str, str]]:
+        out, self.started = self.started, []
+        return out
 
 
 class RayExecutor:
@@ -95,11 +127,13 @@ class RayExecutor:
     `slot_resource`: the custom resource nodes offer per measurement. `retry_lost_nodes`: how many times
     a job whose node was lost is resubmitted before its row is an `error`. `slots_per_node`: measurements
     per node at once (default 1; more runs each on a disjoint share of the node's CPUs, and its row warns
-    that co-running configurations distort each other's timings and memory).
+    that co-running configurations distort each other's timings and memory). `on_status`: a live display
+    of the nodes and tasks (see the module's notes).
     """
 
     def __init__(self, run_dir: Path, address: str | None = None, slot_resource: str = SLOT_RESOURCE,
-                 retry_lost_nodes: int = 0, slots_per_node: int = 1, cancel_grace_s: float = CANCEL_GRACE_S) -> None:
+                 retry_lost_nodes: int = 0, slots_per_node: int = 1, cancel_grace_s: float = CANCEL_GRACE_S,
+                 on_status: StatusSink | None = None) -> None:
         if retry_lost_nodes < 0:
             raise UserError(f"--retry-lost-nodes: invalid value {retry_lost_nodes}; expected an integer >= 0")
         if slots_per_node < 1:
@@ -120,6 +154,10 @@ class RayExecutor:
         self._nodes: dict[str, dict[str, Any]] = {}  # Ray node id -> {"host", "slots", "environment"}
         self._environment: dict[str, Any] | None = None
         self._no_slots_since: float | None = None
+        self.on_status = on_status
+        self._board: Any = None  # the _Board actor, with on_status
+        self._board_reply: Any = None  # its pending take()
+        self._tally: dict[str, _Tally] = {}  # Ray node id -> rows that came back from it
 
     # ------------------------------------------------------------------------------------------
     # Connecting and leaving
@@ -147,6 +185,8 @@ class RayExecutor:
                                 f"Start measuring nodes with `ray start --address HEAD:6379 --resources='{{\"{self.slot_resource}\": 1}}'` "
                                 "(KubeRay: rayStartParams.resources, see deploy/kuberay/)")
             self._remote = ray.remote(num_cpus=0, max_retries=0)(_run_on_node)
+            if self.on_status is not None:
+                self._board = ray.remote(num_cpus=0, max_restarts=0)(_Board).remote()
         except BaseException:
             self._disconnect()
             raise
@@ -180,6 +220,10 @@ class RayExecutor:
 
     def _disconnect(self) -> None:
         self._audio.clear()
+        if self._board is not None:
+            with contextlib.suppress(Exception):
+                self._ray.kill(self._board)
+            self._board = self._board_reply = None
         if self._connected_here and self._ray is not None:
             self._ray.shutdown()
             self._connected_here = False
@@ -215,8 +259,6 @@ class RayExecutor:
         if len(classes) > 1:
             warnings.warn(f"the Ray cluster mixes machine classes ({'; '.join(classes)}): each row records its own "
                           "node's; compare timings only between rows of one machine class", stacklevel=2)
-        from harness.measure import node
-
         driver = node.node_environment()
         versions = {info["environment"].get("packages", {}).get("whisper-harness") for _, info in described}
         mine = driver.get("packages", {}).get("whisper-harness")
@@ -235,26 +277,26 @@ class RayExecutor:
         return env
 
     def submit(self, job: Job) -> None:
-        if job.profiler is not None:
-            raise UserError("profiled runs stay on the local executor: drop --profile with --executor ray "
-                            "(or profile afterwards with `harness profile`)")
         self._submit(_Task(job))
+        self._report()
 
     def next_row(self, save: RowSink) -> dict[str, Any]:
         ray = self._ray
         while True:
             ref = self._wait_one()
             task = self._outstanding.pop(ref)
-            log = None
+            files: dict[str, bytes] = {}
             try:
                 reply = _held(ray.get, ref)
-                row, log = reply["row"], reply["log"]
+                row, files = reply["row"], reply["files"]
             except ray.exceptions.RayTaskError as exc:  # the task itself failed (e.g. no harness on the node)
                 row = self._failed_row(task, f"the Ray task failed on node {getattr(exc, 'ip', None) or '?'}: "
                                              f"{_first_line(exc.cause if getattr(exc, 'cause', None) else exc)}", None)
-                log = str(exc)
+                files = {f"{node.LOGS_DIR}/{task.job.spec['run_id']}.log": str(exc).encode()}
             except _lost_node_errors(ray) as exc:
                 node_id = _node_id_in(str(exc))
+                with contextlib.suppress(Exception):  # the display shows the node lost
+                    self._refresh_nodes()
                 if task.attempt < self.retry_lost_nodes:
                     warnings.warn(f"{task.job.spec['run_id']}: {LOST_NODE} ({self._describe(node_id)}); resubmitted "
                                   f"({task.attempt + 1} of {self.retry_lost_nodes})", stacklevel=2)
@@ -268,11 +310,18 @@ class RayExecutor:
                 row = self._failed_row(task, f"the Ray task did not return a result: {type(exc).__name__}: "
                                              f"{_first_line(exc)}", None)
             with signals_held():  # a finished measurement is never lost to an interrupt
-                if log is not None:
-                    path = self.run_dir / "logs" / f"{task.job.spec['run_id']}.log"
+                for name, data in files.items():
+                    path = self.run_dir / name
+                    if Path(name).is_absolute() or ".." in Path(name).parts:
+                        raise HarnessError(f"a Ray task returned a file outside its work directory: {name}")
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(log, encoding="utf-8")
+                    path.write_bytes(data)
                 save(row)
+            if (node_id := row["node"].get("ray_node_id")) is not None:
+                tally = self._tally.setdefault(node_id, _Tally())
+                tally.done += 1
+                tally.failed += row["status"] == Status.ERROR.value
+            self._report()
             return row
 
     # ------------------------------------------------------------------------------------------
@@ -288,16 +337,90 @@ class RayExecutor:
             audio[sample.sha256] = self._audio[sample.sha256]
         per_node = {n: info["slots"] * self.slots_per_node for n, info in self._nodes.items()}
         task.submitted_at = time.time()
-        ref = _held(self._remote.options(name=f"harness {task.job.spec['run_id']}",
+        task.node_id, task.started = self._node_for(task.job), False
+        placement = {}
+        if task.node_id is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(task.node_id, soft=False)
+        kind = "fit " if task.job.fit else ""
+        ref = _held(self._remote.options(name=f"harness {kind}{task.job.spec['run_id']}", **placement,
                                          resources={self.slot_resource: 1 / self.slots_per_node}).remote,
                     task.job.model_dump(mode="json"), audio,
-                    {"per_node": per_node, "default_per_node": self.slots_per_node, "submitted_at": task.submitted_at})
+                    {"per_node": per_node, "default_per_node": self.slots_per_node, "submitted_at": task.submitted_at,
+                     "board": self._board})
         self._outstanding[ref] = task
+
+    def _node_for(self, job: Job) -> str | None:
+        """None: any measuring node will do (Ray picks one). A job that needs a machine class the cluster
+        mixes with others goes to the least busy node of that class (a cluster without one: to any, whose
+        row then says the class does not match)."""
+        if job.machine_class is None:
+            return None
+        self.environment()  # the nodes' machine classes
+        classes = {n: machine_class(info["environment"]) for n, info in self._nodes.items()
+                   if info["alive"] and info["slots"] > 0 and info.get("environment")}
+        matching = [n for n, c in classes.items() if c == job.machine_class]
+        if not matching or len(matching) == len(classes):
+            return None
+        return min(matching, key=lambda n: sum(t.node_id == n for t in self._outstanding.values()))
+
+    def _report(self) -> None:
+        """Hand the nodes' and tasks' picture to the live display."""
+        if self.on_status is None:
+            return
+        nodes = {n: _Tally(t.done, t.failed) for n, t in self._tally.items()}
+        waiting = []
+        for task in self._outstanding.values():
+            run_id = ("fit " if task.job.fit else "") + task.job.spec["run_id"]
+            if task.started and task.node_id is not None:
+                nodes.setdefault(task.node_id, _Tally()).running.append(run_id)
+            else:
+                waiting.append(run_id)
+        for node_id, info in self._nodes.items():
+            if info["slots"] > 0:
+                nodes.setdefault(node_id, _Tally())
+        described = []
+        for node_id, tally in nodes.items():
+            info = self._nodes.get(node_id, {})
+            env = info.get("environment")
+            described.append({"ray_node_id": node_id, "host": info.get("host") or node_id[:12],
+                              "machine_class": machine_class(env) if env else None, "alive": info.get("alive", False),
+                              "slots": info.get("slots", 0) * self.slots_per_node, "running": tally.running,
+                              "done": tally.done, "failed": tally.failed})
+        self.on_status({"nodes": sorted(described, key=lambda d: str(d["host"])), "waiting": waiting})
+
+    def _collect_starts(self) -> None:
+        """Take the tasks' start reports from the board, without waiting for it."""
+        ray = self._ray
+        if self._board is None:
+            return
+        if self._board_reply is None:
+            self._board_reply = _held(self._board.take.remote)
+        ready, _ = _held(ray.wait, [self._board_reply], timeout=0)
+        if not ready:
+            return
+        try:
+            started = _held(ray.get, self._board_reply)
+        except ray.exceptions.RayError:  # the board's node is gone: the display goes without start reports
+            self._board = None
+            return
+        finally:
+            self._board_reply = None
+        by_id = {t.job.spec["run_id"]: t for t in self._outstanding.values()}
+        for run_id, node_id in started:
+            if (task := by_id.get(run_id)) is not None:
+                task.node_id, task.started = node_id, True
+        if started:
+            if any(n not in self._nodes for _, n in started):
+                self._refresh_nodes()
+            self._report()
 
     def _wait_one(self) -> Any:
         """The first outstanding task to finish; gives up when no node has offered a slot for a while."""
         ray = self._ray
         while True:
+            self._collect_starts()
             ready, _ = _held(ray.wait, list(self._outstanding), num_returns=1, timeout=WAIT_TICK_S)
             if ready:
                 self._no_slots_since = None
@@ -395,8 +518,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _probe_node() -> dict[str, Any]:
-    from harness.measure import node
-
     return node.node_environment()
 
 
@@ -424,9 +545,10 @@ def _measure_here(job_data: dict[str, Any], audio: dict[str, Any], options: dict
                   task_started_at: float) -> dict[str, Any]:
     import ray
 
-    from harness.measure import node
-
     node_id = ray.get_runtime_context().get_node_id()
+    if options.get("board") is not None:
+        with contextlib.suppress(Exception):  # only the live display depends on it
+            options["board"].start.remote(job_data["spec"]["run_id"], node_id)
     env = node.node_environment()
     where = {"executor": "ray", "ray_node_id": node_id}
     job = Job.model_validate(job_data)
@@ -439,7 +561,7 @@ def _measure_here(job_data: dict[str, Any], audio: dict[str, Any], options: dict
         rows.append(row)
 
     work_dir = Path(tempfile.mkdtemp(prefix="harness-ray-"))
-    log = ""
+    files: dict[str, bytes] = {}
     try:
         try:
             job = _place_audio(job, audio)
@@ -450,17 +572,13 @@ def _measure_here(job_data: dict[str, Any], audio: dict[str, Any], options: dict
             with _node_slot(per_node) as slot:
                 if slot is not None:
                     where["slot"] = {"index": slot[0], "of": per_node, "cpus": slot[1]}
-                _in_thread(lambda: node.run_job(job, work_dir, keep, where))
-        log_path = work_dir / node.LOGS_DIR / f"{job.spec['run_id']}.log"
-        if log_path.is_file():
-            with open(log_path, "rb") as f:
-                f.seek(max(0, log_path.stat().st_size - LOG_LIMIT))
-                log = f.read().decode("utf-8", errors="replace")
+                node.run_job(job, work_dir, keep, where, _in_thread)
+        files = _work_files(work_dir)
     except Exception:  # a failure of the harness itself on this node: an error row that says where
         provenance = record.Provenance(env, {**where, "host": env["hostname"], "machine_class": machine_class(env)})
         rows = [record.not_run_row(job, Status.ERROR, f"the harness failed on this node: {traceback.format_exc().strip().splitlines()[-1]}",
                                    provenance)]
-        log = traceback.format_exc()
+        files = {f"{node.LOGS_DIR}/{job.spec['run_id']}.log": traceback.format_exc().encode()}
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     row = rows[0]
@@ -478,7 +596,18 @@ def _measure_here(job_data: dict[str, Any], audio: dict[str, Any], options: dict
     if ended_s is not None:  # the worker's span, which ended just before its row was built (milliseconds)
         timing.update(worker_started_at=round(row_built_at - ended_s, 3), row_built_at=round(row_built_at, 3))
     row["node"]["ray_timing"] = timing
-    return {"row": row, "log": log}
+    return {"row": row, "files": files}
+
+
+def _work_files(work_dir: Path) -> dict[str, bytes]:
+    """What a job left in its work directory, by path relative to it (of a log, its last LOG_LIMIT bytes)."""
+    files = {}
+    for path in sorted(p for p in work_dir.rglob("*") if p.is_file()):
+        with open(path, "rb") as f:
+            if path.parent == work_dir / node.LOGS_DIR:
+                f.seek(max(0, path.stat().st_size - LOG_LIMIT))
+            files[path.relative_to(work_dir).as_posix()] = f.read()
+    return files
 
 
 def _place_audio(job: Job, audio: dict[str, Any]) -> Job:
@@ -541,16 +670,18 @@ def _node_slot(count: int) -> Iterator[tuple[int, list[int]] | None]:
             os.sched_setaffinity(0, before)
 
 
-def _in_thread(measure: Any) -> None:
-    """Run `measure` in a thread; on KeyboardInterrupt (Ray's polite cancel) kill the worker's process
-    group until `measure` has cleaned up and returned, then re-raise. (An Event, not Thread.join: a join
-    interrupted by KeyboardInterrupt marks a running thread as stopped, Python 3.11.)"""
+def _in_thread(measure: Callable[[], Any]) -> Any:
+    """Run `measure` (a worker's span) in a thread and return its value; on KeyboardInterrupt (Ray's polite
+    cancel) kill the worker's process group until `measure` has cleaned up and returned, then re-raise.
+    (An Event, not Thread.join: a join interrupted by KeyboardInterrupt marks a running thread as stopped,
+    Python 3.11.)"""
     failure: list[BaseException] = []
+    value: list[Any] = []
     done = threading.Event()
 
     def run() -> None:
         try:
-            measure()
+            value.append(measure())
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             failure.append(exc)
         finally:
@@ -567,6 +698,7 @@ def _in_thread(measure: Any) -> None:
         raise
     if failure:
         raise failure[0]
+    return value[0]
 
 
 def _kill_worker_groups() -> None:
