@@ -105,7 +105,8 @@ def test_cpu_lists() -> None:
         (MINIMAL + "  chunking: [{mode: streaming}]\n", ["matrix.chunking[0].mode", "'streaming'", "did you mean 'stream'"]),
         (MINIMAL + "  chunking: [chunk_length]\n", ["matrix.chunking[0].chunk_length", "needs a length"]),
         (MINIMAL + "  chunking: [{chunk_length: 45}]\n", ["matrix.chunking[0].chunk_length.chunk_length", "45", "at most 30"]),
-        (MINIMAL + "  chunking: [{vad: {min_silence_ms: 500}}]\n", ["unknown key 'matrix.chunking[0].vad.min_silence_ms'", "min_silence_duration_ms"]),
+        (MINIMAL + "  chunking: [{vad: {min_silence_ms: 500}}]\n",
+         ["unknown key 'matrix.chunking[0].vad.min_silence_ms'", "min_silence_duration_ms"]),
         (MINIMAL + "  chunking: [{stream: {chunk_s: 2, overlap_s: 3}}]\n", ["matrix.chunking[0].stream.overlap_s", "less than chunk_s"]),
         (MINIMAL + "  chunking: [{stream: {buffer: sliding}}]\n", ["matrix.chunking[0].stream.buffer", "pieces, growing"]),
         (MINIMAL + "  chunking: [{batched: {batch_size: 0}}]\n", ["matrix.chunking[0].batched.batch_size", "integer >= 1"]),
@@ -113,8 +114,8 @@ def test_cpu_lists() -> None:
         (MINIMAL + "budgets: {wer: {en: 10}}\n", ["budgets.wer.en", "fraction"]),
         # Budgets are the registry's budgetable metrics (harness.metrics): foreign load is shown, not budgeted.
         (MINIMAL + "budgets: {foreign_cpu_fraction: 0.1}\n",
-         ["unknown key 'budgets.foreign_cpu_fraction'", "peak_rss_mb, rss_after_load_mb, peak_anon_mb, working_set_peak_mb, min_limit_mb, load_s, first_latency_s, "
-          "latency_p50_s, latency_p95_s, rtf, wer, cer, wer_increase_vs"]),
+         ["unknown key 'budgets.foreign_cpu_fraction'", "peak_rss_mb, rss_after_load_mb, peak_anon_mb, working_set_peak_mb, "
+          "min_limit_mb, load_s, first_latency_s, latency_p50_s, latency_p95_s, rtf, wer, cer, wer_increase_vs"]),
         (MINIMAL + "languages: [english]\n", ["field 'languages[0]'", "'english'"]),
         (MINIMAL + "exclude: [{model: tiny.en}, {model: base}]\n", ["every configuration", "excluded"]),
         (MINIMAL.replace("model: [tiny.en, base]", "model: []"), ["matrix.model", "non-empty"]),

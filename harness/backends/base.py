@@ -72,7 +72,8 @@ class BackendInfo:
     packages: tuple[str, ...]  # distributions whose versions every row's environment records
     bytes_per_weight: Mapping[str, float]  # per quantization: the --search ordering (smallest memory first)
     # Runs on the node that measures: (model name or path, quantization) -> local weights in the form the
-    # adapter's `load` takes (a backend whose quantization is a file format converts to it here) (offline packs, conversions, caches, a download when online). Raises
+    # adapter's `load` takes (offline packs, conversions, caches, a download when online; a backend whose
+    # quantization is a file format converts to it here). Raises
     # harness.weights.models.ModelUnavailable saying what to install or where to put the files.
     resolve_model: Callable[[str, str], LocalModel]
     # (model, quantization, threads, the row's config.model_source) -> the Python lines that load the model
