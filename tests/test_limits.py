@@ -170,7 +170,7 @@ def test_cpu_quota_recorded_equals_the_request_and_throttling_is_reported(tmp_pa
     throttling = row["metrics"]["cpu_throttling"]
     assert throttling["nr_throttled"] > 0 and throttling["throttled_s"] > 0
     assert throttling["nr_periods"] >= throttling["nr_throttled"]
-    assert any("2 threads under cpu_limit 250m" in w for w in row["warnings"])
+    assert any("2 thread(s) under cpu_limit 250m" in w for w in row["warnings"])
     m = row["metrics"]  # and the memory figures Kubernetes sees, from the worker's own cgroup
     assert 0 < m["peak_anon_mb"] <= m["peak_rss_mb"]
     assert 0 < m["working_set_peak_mb"] <= m["cgroup_peak_mb"]

@@ -71,7 +71,7 @@ def build_row(job: Job, outcome: ChildOutcome, provenance: Provenance,
     rows: list[dict[str, Any]] = []
     row_warnings: list[str] = list(outcome.notes)
     if outcome.cpu_quota is not None and spec.threads > outcome.cpu_quota["cores"]:
-        row_warnings.append(f"{spec.threads} threads under cpu_limit {spec.cpu_limit} ({outcome.cpu_quota['cores']:g} "
+        row_warnings.append(f"{spec.threads} thread(s) under cpu_limit {spec.cpu_limit} ({outcome.cpu_quota['cores']:g} "
                             "cores of CFS quota): more threads than the quota lets run at once; expect throttling")
     skipped_languages = dict(skipped_languages or {})
     probes: list[dict[str, Any]] = []
