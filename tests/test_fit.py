@@ -66,5 +66,5 @@ def test_fit_converges_and_a_run_at_the_found_limit_completes(tmp_path: Path, sh
     [checked] = read_rows(tmp_path / "at")
     assert checked["status"] == "ok", checked["reason"]
     assert checked["config"]["memory_cap_mode"] == controllers()[0].mode
-    assert harness_cgroups() == before
+    assert set(harness_cgroups()) <= set(before)  # none of its own left (a dead harness's stale ones may go)
     assert not worker_processes()

@@ -151,7 +151,7 @@ def test_oom_under_the_cgroup_cap_is_the_kernels_verdict(tmp_path: Path, short_c
     assert "OOM killer" in row["reason"] and "memory cap 150 MiB" in row["reason"]
     assert row["metrics"]["cgroup_peak_mb"] == pytest.approx(150, abs=1)  # the kernel's limit, reached
     assert row["config"]["page_cache"] == "cold" and row["metrics"]["page_cache_evicted"]["files"] > 1000
-    assert harness_cgroups() == before
+    assert set(harness_cgroups()) <= set(before)  # none of its own left (stale ones of a dead harness may go)
     assert not worker_processes()
 
 
@@ -217,7 +217,7 @@ def test_no_cgroup_is_left_behind(tmp_path: Path, short_clip: Path, fault: str) 
     if expected == 0:
         [row] = read_rows(tmp_path / "run")
         assert row["status"] == ("timeout" if fault == "timeout" else "error"), row["reason"]
-    assert harness_cgroups(proc.pid) == [] and harness_cgroups() == before
+    assert harness_cgroups(proc.pid) == [] and set(harness_cgroups()) <= set(before)
     assert not worker_processes()
 
 

@@ -106,7 +106,7 @@ def test_kernel_oom_in_a_real_cgroup_and_nothing_left_behind() -> None:
     finally:
         group.remove()
     assert escaped.wait(timeout=10) == -signal.SIGKILL
-    assert sorted(p.name for p in memory.parent.iterdir() if p.is_dir()) == before
+    assert {p.name for p in memory.parent.iterdir() if p.is_dir()} <= set(before)
 
 
 def test_stale_cgroups_of_a_dead_harness_are_removed_and_busy_or_live_ones_kept(monkeypatch: pytest.MonkeyPatch) -> None:
